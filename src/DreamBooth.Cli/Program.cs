@@ -1,0 +1,3 @@
+using DreamBooth.Cli;
+
+return await CliApp.RunAsync(args);

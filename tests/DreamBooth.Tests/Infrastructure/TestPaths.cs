@@ -1,0 +1,62 @@
+using System.Runtime.CompilerServices;
+using DreamBooth.Runtime;
+
+namespace DreamBooth.Tests.Infrastructure;
+
+/// <summary>Locations tests read from: the repository root, data-samples/, and ../shared/data beside the checkout.</summary>
+public static class TestPaths
+{
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static string DataSamples => Path.Combine(RepoRoot, "data-samples");
+
+    /// <summary>../shared/data beside the checkout (CI puts shared/ there), or $DREAMBOOTH_SHARED_DATA.</summary>
+    public static string SharedData
+    {
+        get
+        {
+            var env = Environment.GetEnvironmentVariable("DREAMBOOTH_SHARED_DATA");
+            if (!string.IsNullOrEmpty(env)) return env;
+            return Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
+        }
+    }
+
+    public static string SharedPhoto(string name) => Path.Combine(SharedData, "photos", name);
+
+    /// <summary>A fresh empty folder under the system temp dir, removed when disposed.</summary>
+    public static TempDir NewTempDir([CallerMemberName] string? name = null) => new(name ?? "test");
+
+    static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "DreamBoothNotebooks.sln"))) return dir.FullName;
+        throw new InvalidOperationException("DreamBoothNotebooks.sln not found above " + AppContext.BaseDirectory);
+    }
+}
+
+public sealed class TempDir : IDisposable
+{
+    public string Path { get; }
+    public TempDir(string name)
+    {
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dreambooth-tests", $"{name}-{Guid.NewGuid():N}"[..Math.Min(name.Length + 13, 60)]);
+        Directory.CreateDirectory(Path);
+    }
+    public string File(string relative) => System.IO.Path.Combine(Path, relative);
+    public override string ToString() => Path;
+    public void Dispose()
+    {
+        try { Directory.Delete(Path, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>Loads torch once for the whole test assembly, before any test touches TorchSharp.</summary>
+static class TorchInit
+{
+    [ModuleInitializer]
+    internal static void Init()
+    {
+        TorchRuntime.Initialize();
+        TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount));
+    }
+}
