@@ -27,6 +27,7 @@ public sealed partial class ClipTokenizer
     public const int ClipMergeCount = 49152 - 256 - 2;
 
     readonly BpeTokenizer _bpe;
+    readonly IReadOnlyList<string> _merges;
     readonly Dictionary<int, string> _idToToken;
     readonly Dictionary<char, byte> _unicodeToByte;
 
@@ -43,6 +44,7 @@ public sealed partial class ClipTokenizer
             throw new DreamBoothException($"{source}: the vocabulary lacks {StartOfText} or {EndOfText}; expected a CLIP tokenizer");
         BosId = bos;
         EosId = eos;
+        _merges = merges;
         var special = new Dictionary<string, int> { [StartOfText] = bos, [EndOfText] = eos };
         var options = new BpeOptions(vocab)
         {
@@ -173,6 +175,36 @@ public sealed partial class ClipTokenizer
         throw new DreamBoothException($"{path}: expected a tokenizer folder (vocab.json + merges.txt) or a bpe_simple_vocab_16e6.txt.gz file");
     }
 
+    /// <summary>
+    /// Writes a diffusers/transformers <c>tokenizer/</c> folder: <c>vocab.json</c>, <c>merges.txt</c> (with the
+    /// <c>#version: 0.2</c> header), <c>special_tokens_map.json</c> and <c>tokenizer_config.json</c> (SD1.x values).
+    /// </summary>
+    public void Save(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var vocab = new SortedDictionary<int, string>(_idToToken);
+        var ordered = vocab.ToDictionary(kv => kv.Value, kv => kv.Key);
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, "vocab.json"), JsonSerializer.Serialize(ordered, SaveJson));
+        var merges = new StringBuilder("#version: 0.2\n");
+        foreach (var m in _merges) merges.Append(m).Append('\n');
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, "merges.txt"), merges.ToString());
+        var specials = new Dictionary<string, string>
+        {
+            ["bos_token"] = StartOfText, ["eos_token"] = EndOfText, ["pad_token"] = EndOfText, ["unk_token"] = EndOfText,
+        };
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, "special_tokens_map.json"), JsonSerializer.Serialize(specials, SaveJsonIndented));
+        var config = new Dictionary<string, object>
+        {
+            ["tokenizer_class"] = "CLIPTokenizer", ["model_max_length"] = ModelMaxLength, ["do_lower_case"] = true,
+            ["bos_token"] = StartOfText, ["eos_token"] = EndOfText, ["pad_token"] = EndOfText, ["unk_token"] = EndOfText,
+            ["errors"] = "replace", ["add_prefix_space"] = false,
+        };
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), JsonSerializer.Serialize(config, SaveJsonIndented));
+    }
+
+    static readonly JsonSerializerOptions SaveJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    static readonly JsonSerializerOptions SaveJsonIndented = new() { WriteIndented = true };
+
     // ---------------------------------------------------------------- encode / decode
 
     /// <summary>CLIP's cleanup without ftfy: html unescape (twice, as CLIP), collapse whitespace, strip.</summary>
@@ -221,7 +253,8 @@ public sealed partial class ClipTokenizer
     /// <summary>
     /// Token id rows for a batch of prompts under <paramref name="options"/> (tag shuffle, strict tokens,
     /// 75-token chunks each wrapped BOS…EOS, truncation, padding with EOS). Every row has the same length:
-    /// 77·k with <see cref="PromptOptions.PadTokens"/>, else the longest row of the batch.
+    /// 77·k with <see cref="PromptOptions.PadTokens"/>, else the longest row of the batch; every 77-position
+    /// chunk begins with BOS.
     /// <paramref name="rng"/> drives the tag shuffle (a fresh unseeded one when null).
     /// </summary>
     public int[][] TokenizeToIds(IReadOnlyList<string> prompts, PromptOptions options, Random? rng = null)
@@ -243,7 +276,8 @@ public sealed partial class ClipTokenizer
         {
             var row = new int[width];
             rows[i].CopyTo(row);
-            for (int j = rows[i].Count; j < width; j++) row[j] = PadId;
+            // Padding: every 77-position chunk still starts with BOS (an empty chunk is BOS EOS EOS…, as A1111/kohya).
+            for (int j = rows[i].Count; j < width; j++) row[j] = j % ModelMaxLength == 0 ? BosId : PadId;
             result[i] = row;
         }
         return result;
