@@ -16,7 +16,67 @@ public sealed class ToyCommand : ICliCommand
         cmd.Subcommands.Add(ClassImages());
         cmd.Subcommands.Add(Render());
         cmd.Subcommands.Add(Probe());
+        cmd.Subcommands.Add(Pretrain());
+        cmd.Subcommands.Add(TokenizerCmd());
         return cmd;
+    }
+
+    static Command TokenizerCmd()
+    {
+        var bpe = new Option<FileInfo>("--bpe") { Description = "CLIP's bpe_simple_vocab_16e6.txt.gz (or a tokenizer folder)", Required = true };
+        var output = new Option<DirectoryInfo>("--output") { Description = "tokenizer/ folder to write (vocab.json, merges.txt, configs)", Required = true };
+        var cmd = new Command("tokenizer", "Write the CLIP tokenizer folder the toy model ships with, derived from CLIP's BPE vocabulary");
+        cmd.Options.Add(bpe);
+        cmd.Options.Add(output);
+        cmd.SetAction(parse =>
+        {
+            var tok = Text.ClipTokenizer.FromPath(parse.GetValue(bpe)!.FullName);
+            tok.Save(parse.GetValue(output)!.FullName);
+            parse.InvocationConfiguration.Output.WriteLine($"wrote {parse.GetValue(output)!.FullName} ({tok.VocabularySize} tokens)");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static Command Pretrain()
+    {
+        var d = new ToyPretrainOptions();
+        var output = new Option<DirectoryInfo>("--output") { Description = "Run folder (diffusers/ model, samples/, pretrain.json, log)", Required = true };
+        var steps = new Option<int>("--steps") { Description = "Text encoder + UNet training steps", DefaultValueFactory = _ => d.UNetSteps };
+        var vaeSteps = new Option<int>("--vae-steps") { Description = "Autoencoder training steps", DefaultValueFactory = _ => d.VaeSteps };
+        var seed = new Option<int>("--seed") { Description = "Seed of weights, data, batches and noise", DefaultValueFactory = _ => d.Seed };
+        var dataset = new Option<int>("--dataset") { Description = "Number of captioned renders", DefaultValueFactory = _ => d.DatasetSize };
+        var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => d.BatchSize };
+        var micro = new Option<bool>("--micro") { Description = "Use the micro test configs (32×32 pictures) instead of the embedded model's" };
+        var cmd = new Command("pretrain", "Pretrain the toy text-to-image model (VAE, then CLIP text encoder + UNet) from nothing on captioned toy-world renders");
+        foreach (var o in new Option[] { output, steps, vaeSteps, seed, dataset, batch, micro }) cmd.Options.Add(o);
+        cmd.SetAction((parse, ct) =>
+        {
+            CliApp.Torch();
+            var w = parse.InvocationConfiguration.Output;
+            var options = d with
+            {
+                UNetSteps = parse.GetValue(steps), VaeSteps = parse.GetValue(vaeSteps), Seed = parse.GetValue(seed),
+                DatasetSize = parse.GetValue(dataset), BatchSize = parse.GetValue(batch),
+                Model = parse.GetValue(micro) ? ToyModelConfig.Micro : ToyModelConfig.Default,
+            };
+            var dir = parse.GetValue(output)!.FullName;
+            var tokenizer = ToyAssets.Tokenizer();
+            w.WriteLine($"toy pretrain: seed {options.Seed}, {options.DatasetSize} renders of {options.Model.ImageSize}px, VAE {options.VaeSteps} steps, UNet+TE {options.UNetSteps} steps, batch {options.BatchSize}, {TorchSharp.torch.get_num_threads()} threads");
+            var result = new ToyPretrainer(options, tokenizer).Run(dir, new SyncProgress<ToyPretrainProgress>(p => w.WriteLine(ToyPretrainer.Format(p))), ct);
+            w.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"done in {result.TotalTime:hh\\:mm\\:ss} (render {result.RenderTime.TotalSeconds:0}s, VAE {result.VaeTime.TotalSeconds:0}s, UNet+TE {result.UNetTime.TotalSeconds:0}s); parameters TE {result.TextEncoderParameters:N0}, UNet {result.UNetParameters:N0}, VAE {result.VaeParameters:N0}; scaling_factor {result.ScalingFactor}"));
+            w.WriteLine($"model: {result.DiffusersDirectory}");
+            w.WriteLine($"previews: {Path.Combine(dir, "samples", "previews.png")}");
+            return Task.FromResult(0);
+        });
+        return cmd;
+    }
+
+    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
+    sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
     }
 
     static Command Subject()
