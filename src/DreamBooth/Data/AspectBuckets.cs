@@ -6,11 +6,11 @@ public readonly record struct Bucket(int Width, int Height)
     public double Aspect => (double)Width / Height;
     public override string ToString() => $"{Width}x{Height}";
 
-    public static Bucket Parse(string s)
+    public static Bucket Parse(string s, string what = "size")
     {
         var parts = s.Trim().ToLowerInvariant().Split('x');
         if (parts.Length != 2 || !int.TryParse(parts[0], out int w) || !int.TryParse(parts[1], out int h) || w <= 0 || h <= 0)
-            throw new DreamBoothException($"size '{s}': expected WIDTHxHEIGHT with positive integers, e.g. 768x1024");
+            throw new DreamBoothException($"{what} '{s}': expected WIDTHxHEIGHT with positive integers, e.g. 768x1024");
         return new Bucket(w, h);
     }
 }

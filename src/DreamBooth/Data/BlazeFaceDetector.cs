@@ -122,7 +122,7 @@ public sealed class BlazeFaceDetector : IDisposable
         using (var fs = File.OpenRead(path)) actual = Convert.ToHexStringLower(SHA256.HashData(fs));
         if (actual != sha256)
             throw new DreamBoothException($"BlazeFace model {path}: SHA-256 {actual} does not match the expected {sha256} (re-run build/fetch-assets.sh)");
-        var so = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+        var so = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, IntraOpNumThreads = 1, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
         var session = new InferenceSession(path, so);
         var input = session.InputMetadata.Keys.Single();
         // Outputs come as two heads: scores [1,512,1] + [1,384,1] and regressors [1,512,16] + [1,384,16].

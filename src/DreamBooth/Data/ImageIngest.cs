@@ -50,16 +50,19 @@ public static class ImageIngest
     public const string CodeDuplicate = "duplicate";
     public const string CodeTooSmall = "too-small";
 
+    /// <summary>Side-car files that live beside photos in datasets (captions, notes, metadata): not reported as skipped.</summary>
+    static readonly HashSet<string> s_sidecarExtensions = new(StringComparer.OrdinalIgnoreCase) { ".txt", ".caption", ".md", ".json", ".xmp", ".yaml", ".yml", ".toml" };
+
     static readonly HashSet<string> s_ignoredNames = new(StringComparer.OrdinalIgnoreCase) { "manifest.json", "Thumbs.db", ".DS_Store", "desktop.ini" };
 
-    /// <summary>Every regular file under <paramref name="dir"/> (recursively, hidden files and folders excluded), sorted ordinally.</summary>
+    /// <summary>Every regular file (side-car captions/notes excluded) under <paramref name="dir"/> (recursively, hidden files and folders excluded), sorted ordinally.</summary>
     public static IReadOnlyList<string> ListFiles(string dir, string? exclude = null)
     {
         if (!Directory.Exists(dir)) throw new DreamBoothException($"input folder not found: {dir}");
         var excludeFull = exclude is null ? null : Path.TrimEndingDirectorySeparator(Path.GetFullPath(exclude)) + Path.DirectorySeparatorChar;
         var opts = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.Hidden | FileAttributes.System, IgnoreInaccessible = true };
         return Directory.EnumerateFiles(dir, "*", opts)
-            .Where(f => !Path.GetFileName(f).StartsWith('.') && !s_ignoredNames.Contains(Path.GetFileName(f)))
+            .Where(f => !Path.GetFileName(f).StartsWith('.') && !s_ignoredNames.Contains(Path.GetFileName(f)) && !s_sidecarExtensions.Contains(Path.GetExtension(f)))
             .Where(f => excludeFull is null || !Path.GetFullPath(f).StartsWith(excludeFull, StringComparison.Ordinal))
             .Order(StringComparer.Ordinal)
             .ToList();

@@ -108,7 +108,7 @@ public static class SubjectCropper
     {
         double cw = Math.Min(width, height * ratio.Value);
         double ch = cw / ratio.Value;
-        return Place(width, height, (int)Math.Floor(cw), (int)Math.Floor(ch), centre);
+        return Place(width, height, (int)Math.Floor(cw + 1e-6), (int)Math.Floor(ch + 1e-6), centre);
     }
 
     static Rectangle Place(int width, int height, int cw, int ch, PointF centre)
