@@ -73,13 +73,13 @@ public static class FocalCrop
     }
 
     /// <summary>Cuts the planned rectangle and resizes it to the exact output size with Lanczos3.</summary>
-    public static Image<Rgb24> Apply(Image<Rgb24> image, CropPlan plan) =>
-        image.Clone(c =>
-        {
-            c.Crop(plan.SourceRect);
-            if (plan.SourceRect.Width != plan.OutputWidth || plan.SourceRect.Height != plan.OutputHeight)
-                c.Resize(new ResizeOptions { Size = new Size(plan.OutputWidth, plan.OutputHeight), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 });
-        });
+    public static Image<Rgb24> Apply(Image<Rgb24> image, CropPlan plan)
+    {
+        var part = CropResize(image, plan.SourceRect, plan.SourceRect.Width, plan.SourceRect.Height);
+        if (plan.SourceRect.Width != plan.OutputWidth || plan.SourceRect.Height != plan.OutputHeight)
+            part.Mutate(c => c.Resize(new ResizeOptions { Size = new Size(plan.OutputWidth, plan.OutputHeight), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 }));
+        return part;
+    }
 
     /// <summary>The focal point of a region: detector centroids combined with weights normalised over the detectors that returned points.</summary>
     public static FocalAnalysis Analyse(Image<Rgb24> image, Rectangle area, IReadOnlyList<FaceBox> faces, int cropW, int cropH, FocalCropOptions options)
@@ -118,10 +118,23 @@ public static class FocalCrop
         return new FocalAnalysis(facePts, edgePts, entropyPts, wf, we, wn, focal, Fallback: false);
     }
 
+    /// <summary>Crop + resize without cloning the whole image first (Clone copies every pixel before processing).</summary>
+    internal static Image<Rgb24> CropResize(Image<Rgb24> image, Rectangle area, int w, int h)
+    {
+        var part = new Image<Rgb24>(area.Width, area.Height);
+        image.ProcessPixelRows(part, (src, dst) =>
+        {
+            for (int y = 0; y < area.Height; y++)
+                src.GetRowSpan(area.Y + y).Slice(area.X, area.Width).CopyTo(dst.GetRowSpan(y));
+        });
+        if (w != area.Width || h != area.Height) part.Mutate(c => c.Resize(w, h, KnownResamplers.Triangle));
+        return part;
+    }
+
     /// <summary>ITU-R 601 luma ("L" in PIL) of a region resized to aw×ah.</summary>
     static byte[] Grey(Image<Rgb24> image, Rectangle area, int aw, int ah)
     {
-        using var small = image.Clone(c => c.Crop(area).Resize(aw, ah, KnownResamplers.Triangle));
+        using var small = CropResize(image, area, aw, ah);
         var g = new byte[aw * ah];
         small.ProcessPixelRows(acc =>
         {

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats;
 using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Metadata.Profiles.Exif;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
@@ -121,39 +122,49 @@ public static class ImageIngest
         {
             byte[] bytes = File.ReadAllBytes(path);
             sha256 ??= Convert.ToHexStringLower(SHA256.HashData(bytes));
-            Image<Rgba32> rgba;
             var warnings = new List<string>();
-            if (format is GifFormat)
+            var ext = Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
+            if (ext.Length > 0 && !format!.FileExtensions.Contains(ext, StringComparer.OrdinalIgnoreCase))
+                warnings.Add($"extension .{ext} but the content is {format.Name}");
+            int bpp = info!.PixelType?.BitsPerPixel ?? 0;
+            if (bpp > 32) warnings.Add($"{bpp}-bit source converted to 8 bits per channel");
+            Image<Rgb24> rgb;
+            if (format is JpegFormat)
             {
-                rgba = Image.Load<Rgba32>(Configuration.Default, bytes, new GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
-                if (IsAnimatedGif(bytes)) warnings.Add("animated GIF: only the first frame is used");
+                // no alpha in JPEG: decode straight to RGB (CMYK/YCCK/grey are converted by the decoder), 3 bytes per pixel
+                rgb = Image.Load<Rgb24>(Configuration.Default, bytes);
             }
             else
             {
-                rgba = Image.Load<Rgba32>(Configuration.Default, bytes);
-            }
-            using (rgba)
-            {
-                var ext = Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
-                if (ext.Length > 0 && !format!.FileExtensions.Contains(ext, StringComparer.OrdinalIgnoreCase))
-                    warnings.Add($"extension .{ext} but the content is {format.Name}");
-                int bpp = info!.PixelType?.BitsPerPixel ?? 0;
-                var orientation = rgba.Metadata.ExifProfile?.GetValue(ExifTag.Orientation)?.Value ?? 1;
-                if (orientation is > 1 and <= 8)
+                Image<Rgba32> rgba;
+                if (format is GifFormat)
                 {
-                    rgba.Mutate(c => c.AutoOrient());
-                    warnings.Add($"EXIF orientation {orientation} applied");
+                    rgba = Image.Load<Rgba32>(Configuration.Default, bytes, new GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+                    if (IsAnimatedGif(bytes)) warnings.Add("animated GIF: only the first frame is used");
                 }
-                var rgb = ToRgb(rgba, options.Background, out bool hadAlpha);
-                if (hadAlpha) warnings.Add("transparency composited on a neutral background");
-                if (bpp > 32 || (bpp == 48)) warnings.Add($"{bpp}-bit source converted to 8 bits per channel");
-                var loaded = new LoadedImage
+                else
                 {
-                    Image = rgb, Source = path, Sha256 = sha256, Format = format!.Name, Width = rgb.Width, Height = rgb.Height,
-                };
-                loaded.Warnings.AddRange(warnings);
-                return (loaded, null);
+                    rgba = Image.Load<Rgba32>(Configuration.Default, bytes);
+                }
+                using (rgba)
+                {
+                    rgb = ToRgb(rgba, options.Background, out bool hadAlpha);
+                    rgb.Metadata.ExifProfile = rgba.Metadata.ExifProfile?.DeepClone();
+                    if (hadAlpha) warnings.Add("transparency composited on a neutral background");
+                }
             }
+            var orientation = rgb.Metadata.ExifProfile?.GetValue(ExifTag.Orientation)?.Value ?? 1;
+            if (orientation is > 1 and <= 8)
+            {
+                rgb.Mutate(c => c.AutoOrient());
+                warnings.Add($"EXIF orientation {orientation} applied");
+            }
+            var loaded = new LoadedImage
+            {
+                Image = rgb, Source = path, Sha256 = sha256, Format = format!.Name, Width = rgb.Width, Height = rgb.Height,
+            };
+            loaded.Warnings.AddRange(warnings);
+            return (loaded, null);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
