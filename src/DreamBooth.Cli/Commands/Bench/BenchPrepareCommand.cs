@@ -33,16 +33,19 @@ public sealed class BenchPrepareCommand : IBenchSubcommand
                 for (int i = 0; i < n; i++) Generate(Path.Combine(raw, $"img{i:D3}.jpg"), w, h, seed: i);
                 GC.Collect();
                 using var proc = Process.GetCurrentProcess();
+                var cpu0 = proc.TotalProcessorTime;
                 var sw = Stopwatch.StartNew();
                 var report = await DatasetPreparer.RunAsync(raw, Path.Combine(dir, "out"),
                     new PrepareOptions { Size = Bucket.Parse(parse.GetValue(size)!), MaxParallelism = parse.GetValue(jobs), Force = true }, null, ct);
                 sw.Stop();
                 proc.Refresh();
+                double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds;
                 var line = JsonSerializer.Serialize(new
                 {
                     bench = "prepare", images = n, width = w, height = h, megapixels = Math.Round(w * (double)h / 1e6, 1),
                     size = parse.GetValue(size), jobs = parse.GetValue(jobs), prepared = report.Prepared,
                     seconds = Math.Round(sw.Elapsed.TotalSeconds, 2), images_per_s = Math.Round(n / sw.Elapsed.TotalSeconds, 2),
+                    cpu_seconds = Math.Round(cpu, 2), images_per_cpu_s = Math.Round(n / cpu, 3), load_average = LoadAverage(),
                     peak_working_set_mib = proc.PeakWorkingSet64 >> 20, cores = Environment.ProcessorCount,
                 });
                 parse.InvocationConfiguration.Output.WriteLine(line);
@@ -54,6 +57,17 @@ public sealed class BenchPrepareCommand : IBenchSubcommand
             }
         });
         return cmd;
+    }
+
+    /// <summary>The 1-minute load average (Linux), so that a figure taken on a busy machine says so; null elsewhere.</summary>
+    static double? LoadAverage()
+    {
+        try
+        {
+            var first = File.ReadAllText("/proc/loadavg").Split(' ')[0];
+            return double.Parse(first, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { return null; }
     }
 
     /// <summary>A photo-like JPEG: smooth gradients plus noise so the encoder and decoder do real work.</summary>
