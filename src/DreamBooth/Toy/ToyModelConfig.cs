@@ -35,7 +35,7 @@ public sealed record ToyModelConfig(CLIPTextConfig TextEncoder, UNet2DConditionC
             NormNumGroups = 8,
             SampleSize = 32,
         },
-        16);
+        32);
 
     /// <summary>The smallest configs of the same classes: 32×32 pictures, 2× VAE, tiny UNet and text encoder.</summary>
     public static ToyModelConfig Micro { get; } = new(

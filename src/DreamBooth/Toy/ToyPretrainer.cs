@@ -18,12 +18,12 @@ public sealed record ToyPretrainOptions
 {
     public int Seed { get; init; }
     /// <summary>Captioned renders drawn once and reused (the world is infinite; a fixed set keeps runs comparable).</summary>
-    public int DatasetSize { get; init; } = 6000;
-    public int VaeSteps { get; init; } = 1200;
-    public int UNetSteps { get; init; } = 3000;
-    public int BatchSize { get; init; } = 32;
-    public double VaeLearningRate { get; init; } = 1e-3;
-    public double UNetLearningRate { get; init; } = 6e-4;
+    public int DatasetSize { get; init; } = 3000;
+    public int VaeSteps { get; init; } = 500;
+    public int UNetSteps { get; init; } = 1200;
+    public int BatchSize { get; init; } = 16;
+    public double VaeLearningRate { get; init; } = 1.5e-3;
+    public double UNetLearningRate { get; init; } = 1e-3;
     /// <summary>KL weight of the VAE objective (L1 reconstruction + this × KL), as small as SD's VAE.</summary>
     public double KlWeight { get; init; } = 1e-6;
     /// <summary>Fraction of captions replaced by the empty prompt so classifier-free guidance works.</summary>
@@ -35,6 +35,9 @@ public sealed record ToyPretrainOptions
         "a man with a red shirt on a beach", "a woman with blonde hair in a forest", "a man with a blue shirt in the snow",
         "a woman with a purple shirt in a city", "a man with a striped green shirt in a studio", "man", "woman", "ohwx man",
     ];
+    /// <summary>torch CPU threads during the run (restored afterwards); null leaves the setting alone. On a busy
+    /// 2-core machine 1 thread is several times faster than 2 (OpenMP workers spin against each other).</summary>
+    public int? Threads { get; init; } = 1;
     public int PreviewSteps { get; init; } = 25;
     public double PreviewGuidance { get; init; } = 5.0;
 
@@ -43,6 +46,7 @@ public sealed record ToyPretrainOptions
         if (DatasetSize < 1) throw new DreamBoothException($"toy pretrain: dataset size {DatasetSize}: expected at least 1");
         if (VaeSteps < 1 || UNetSteps < 1) throw new DreamBoothException($"toy pretrain: steps {VaeSteps}/{UNetSteps}: expected at least 1 VAE and 1 UNet step");
         if (BatchSize < 1) throw new DreamBoothException($"toy pretrain: batch size {BatchSize}: expected at least 1");
+        if (Threads is < 1) throw new DreamBoothException($"toy pretrain: threads {Threads}: expected at least 1");
         if (CaptionDropout is < 0 or >= 1) throw new DreamBoothException($"toy pretrain: caption dropout {CaptionDropout}: expected 0 ≤ p < 1");
         if (Model.ImageSize % Model.Vae.DownsampleFactor != 0)
             throw new DreamBoothException($"toy pretrain: image size {Model.ImageSize} is not a multiple of the VAE downsampling {Model.Vae.DownsampleFactor}");
@@ -105,6 +109,14 @@ public sealed class ToyPretrainer
 
     public ToyPretrainResult Run(string outputDir, IProgress<ToyPretrainProgress>? progress = null, CancellationToken ct = default)
     {
+        int threadsBefore = get_num_threads();
+        if (_o.Threads is { } n) set_num_threads(n);
+        try { return RunCore(outputDir, progress, ct); }
+        finally { if (_o.Threads is not null) set_num_threads(threadsBefore); }
+    }
+
+    ToyPretrainResult RunCore(string outputDir, IProgress<ToyPretrainProgress>? progress, CancellationToken ct)
+    {
         var total = Stopwatch.StartNew();
         Directory.CreateDirectory(outputDir);
         var m = _o.Model;
@@ -159,7 +171,7 @@ public sealed class ToyPretrainer
             vae_loss = vaeLoss, unet_loss = unetLoss, scaling_factor = vaeConfig.ScalingFactor,
             text_encoder_parameters = result.TextEncoderParameters, unet_parameters = result.UNetParameters, vae_parameters = result.VaeParameters,
             render_seconds = renderTime.TotalSeconds, vae_seconds = vaeTime.TotalSeconds, unet_seconds = unetTime.TotalSeconds,
-            total_seconds = total.Elapsed.TotalSeconds, torch_threads = get_num_threads(),
+            total_seconds = total.Elapsed.TotalSeconds, torch_threads = get_num_threads(), command = "dreambooth toy pretrain",
         }, new JsonSerializerOptions { WriteIndented = true }));
         return result;
     }
@@ -395,7 +407,11 @@ public sealed class ToyPretrainer
     static void SaveComponent(string dir, string weightsName, nn.Module module, string configJson)
     {
         Directory.CreateDirectory(dir);
-        IO.AtomicFile.Write(Path.Combine(dir, weightsName), s => module.save_safetensors(s));
+        // save_safetensors closes the stream it is given, so it writes a temp file that is renamed into place
+        var path = Path.Combine(dir, weightsName);
+        var tmp = path + ".tmp";
+        module.save_safetensors(tmp);
+        File.Move(tmp, path, overwrite: true);
         IO.AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson + "\n");
     }
 

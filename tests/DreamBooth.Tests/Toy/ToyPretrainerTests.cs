@@ -8,7 +8,8 @@ namespace DreamBooth.Tests.Toy;
 
 public class ToyPretrainerTests
 {
-    static ClipTokenizer Tokenizer() => ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+    /// <summary>The tokenizer shipped with the toy model (data-samples/toy/model/tokenizer).</summary>
+    static ClipTokenizer Tokenizer() => ClipTokenizer.FromDirectory(Path.Combine(TestPaths.DataSamples, "toy", "model", "tokenizer"));
 
     static ToyPretrainOptions Micro(int seed) => new()
     {
@@ -31,7 +32,9 @@ public class ToyPretrainerTests
         Assert.True(a.ScalingFactor > 0);
         Assert.Equal(a.VaeLoss, b.VaeLoss);
         Assert.Equal(a.UNetLoss, b.UNetLoss);
-        Assert.Equal(4, a.PreviewFiles.Count);
+        Assert.Equal(8, a.PreviewFiles.Count); // 2 prompts × 4 pictures
+        Assert.True(File.Exists(Path.Combine(a.OutputDirectory, "samples", "previews.png")));
+        Assert.Contains("\"unet_steps\": 10", File.ReadAllText(Path.Combine(a.OutputDirectory, "pretrain.json")));
 
         foreach (var f in new[] { "model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors", "unet/config.json",
                      "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
@@ -50,6 +53,7 @@ public class ToyPretrainerTests
     public void Dataset_renders_match_the_world_and_alphas_follow_sd_schedule()
     {
         var (images, captions) = ToyPretrainer.RenderDataset(3, 5, 32);
+        Assert.Equal(3, captions.Count);
         using (images)
         {
             Assert.Equal(new long[] { 3, 3, 32, 32 }, images.shape);
@@ -67,8 +71,11 @@ public class ToyPretrainerTests
     [Fact]
     public void Bad_options_are_user_errors()
     {
-        Assert.Throws<DreamBoothException>(() => new ToyPretrainer(Micro(0) with { UNetSteps = 0 }, Tokenizer()));
-        Assert.Throws<DreamBoothException>(() => new ToyPretrainer(Micro(0) with { CaptionDropout = 1.0 }, Tokenizer()));
+        var tok = Tokenizer();
+        Assert.NotNull(new ToyPretrainer(Micro(0), tok));
+        Assert.Contains("threads", Assert.Throws<DreamBoothException>(() => new ToyPretrainer(Micro(0) with { Threads = 0 }, tok)).Message);
+        Assert.Contains("steps", Assert.Throws<DreamBoothException>(() => new ToyPretrainer(Micro(0) with { UNetSteps = 0 }, tok)).Message);
+        Assert.Contains("caption dropout", Assert.Throws<DreamBoothException>(() => new ToyPretrainer(Micro(0) with { CaptionDropout = 1.0 }, tok)).Message);
     }
 
     sealed class Collect(List<ToyPretrainProgress> list) : IProgress<ToyPretrainProgress>
