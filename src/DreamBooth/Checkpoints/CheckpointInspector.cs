@@ -37,7 +37,7 @@ public static class CheckpointInspector
         var meta = new Dictionary<string, string>(file.Metadata);
         if (file is TorchCheckpointFile ckpt) foreach (var (k, v) in ckpt.Extras) meta.TryAdd(k, v);
         return new CheckpointReport(full, file.Format, ldm ? "single-file (LDM / A1111)" : "plain state dict",
-            new FileInfo(full).Length, hash ? Sha256Of(full) : null, components, meta);
+            new FileInfo(SafeTensors.ResolveLinks(full)).Length, hash ? Sha256Of(full) : null, components, meta);
     }
 
     static CheckpointReport InspectFolder(string dir)
@@ -56,7 +56,7 @@ public static class CheckpointInspector
             if (weights is null) continue;
             components.Add(Summarize(name, weights, weights.Keys));
         }
-        foreach (var f in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories)) size += new FileInfo(f).Length;
+        foreach (var f in Directory.EnumerateFiles(dir, "*", SearchOption.AllDirectories)) size += new FileInfo(SafeTensors.ResolveLinks(f)).Length;
         return new CheckpointReport(dir, "diffusers folder", "diffusers", size, null, components, meta);
     }
 

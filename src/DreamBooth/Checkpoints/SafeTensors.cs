@@ -35,6 +35,14 @@ public static class SafeTensors
 
     public static SafeTensorsFile Open(string path) => SafeTensorsFile.OpenFile(path);
 
+    /// <summary>The real file behind symlinks (the HF cache's snapshots/ are links into blobs/; FileInfo.Length of a link is the link's own size).</summary>
+    public static string ResolveLinks(string path)
+    {
+        var full = System.IO.Path.GetFullPath(path);
+        var target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true);
+        return target?.FullName ?? full;
+    }
+
     /// <summary>Dtype name in the safetensors header ↔ torch scalar type and element size. F8 types are recognised but refused.</summary>
     public static bool TryGetScalarType(string dtype, out ScalarType type, out int elementSize)
     {
@@ -189,12 +197,13 @@ public sealed class SafeTensorsFile : IDisposable
     {
         var full = System.IO.Path.GetFullPath(path);
         if (!File.Exists(full)) throw new DreamBoothException($"{full}: file not found");
-        long length = new FileInfo(full).Length;
+        var real = SafeTensors.ResolveLinks(full);
+        long length = new FileInfo(real).Length;
         if (length < 8) throw new DreamBoothException($"{full}: not a safetensors file ({length} bytes, the 8-byte header length is missing)");
         MemoryMappedFile map;
         try
         {
-            map = MemoryMappedFile.CreateFromFile(full, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            map = MemoryMappedFile.CreateFromFile(real, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         }
         catch (IOException e) { throw new DreamBoothException($"{full}: cannot open ({e.Message})", e); }
         catch (UnauthorizedAccessException e) { throw new DreamBoothException($"{full}: permission denied", e); }

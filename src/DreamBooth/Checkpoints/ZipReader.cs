@@ -45,9 +45,13 @@ public sealed class ZipReader : IDisposable
     {
         var full = System.IO.Path.GetFullPath(path);
         if (!File.Exists(full)) throw new DreamBoothException($"{full}: file not found");
-        long length = new FileInfo(full).Length;
+        var real = SafeTensors.ResolveLinks(full);
+        long length = new FileInfo(real).Length;
         if (length < 22) throw new DreamBoothException($"{full}: not a zip archive ({length} bytes)");
-        var map = MemoryMappedFile.CreateFromFile(full, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        MemoryMappedFile map;
+        try { map = MemoryMappedFile.CreateFromFile(real, FileMode.Open, null, 0, MemoryMappedFileAccess.Read); }
+        catch (IOException e) { throw new DreamBoothException($"{full}: cannot open ({e.Message})", e); }
+        catch (UnauthorizedAccessException e) { throw new DreamBoothException($"{full}: permission denied", e); }
         MemoryMappedViewAccessor? view = null;
         try
         {
