@@ -119,11 +119,12 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         var skips = new List<Tensor> { sample };
         foreach (var block in down_blocks)
         {
-            var outputs = checkpoint
-                ? GradientCheckpoint.Run(x => block.Forward(x[0], x[1], x[2]), [sample, emb, encoderHiddenStates], block.parameters())
-                : block.Forward(sample, emb, encoderHiddenStates);
-            sample = outputs[0];
-            skips.AddRange(outputs.Skip(1));
+            // a block's new state is also its last skip connection: under checkpointing only the skips are returned
+            var blockSkips = checkpoint
+                ? GradientCheckpoint.Run(x => block.Forward(x[0], x[1], x[2])[1..], [sample, emb, encoderHiddenStates], block.parameters())
+                : block.Forward(sample, emb, encoderHiddenStates)[1..];
+            sample = blockSkips[^1];
+            skips.AddRange(blockSkips);
         }
 
         sample = checkpoint
