@@ -7,7 +7,7 @@ namespace DreamBooth.Tests.Models;
 
 public class AutoencoderKLTests
 {
-    static AutoencoderKL Tiny(long seed)
+    internal static AutoencoderKL Tiny(long seed)
     {
         manual_seed(seed);
         var vae = new AutoencoderKL(AutoencoderKLConfig.Tiny);
@@ -54,18 +54,7 @@ public class AutoencoderKLTests
     }
 
     [Fact]
-    public void Same_seed_gives_identical_decoder_outputs()
-    {
-        using var scope = NewDisposeScope();
-        using var a = Tiny(5);
-        using var b = Tiny(5);
-        var z = randn(1, 4, 6, 6);
-        using var _ = no_grad();
-        Assert.True(a.Decode(z).Same(b.Decode(z)).item<bool>());
-    }
-
-    [Fact]
-    public void Sliced_encode_and_decode_equal_the_batched_ones_exactly()
+    public void Sliced_encode_and_decode_match_the_batched_ones_to_fp32_rounding()
     {
         using var scope = NewDisposeScope();
         using var vae = Tiny(3);
@@ -77,8 +66,18 @@ public class AutoencoderKLTests
         vae.EnableSlicing = true;
         using var sliced = vae.Encode(images);
         var slicedDecoded = vae.Decode(z);
-        Assert.True(batched.Mean.Same(sliced.Mean).item<bool>(), $"encode diff {MaxAbsDiff(batched.Mean, sliced.Mean)}");
-        Assert.True(decoded.Same(slicedDecoded).item<bool>(), $"decode diff {MaxAbsDiff(decoded, slicedDecoded)}");
+        Assert.Equal(decoded.shape, slicedDecoded.shape);
+        // Not bit-identical on CPU: libtorch's (oneDNN) convolution picks a different kernel blocking for a batch of 3
+        // than for 1, so even one conv layer differs in the last bits; shown here, then the VAE is held to the same scale.
+        using var conv = nn.Conv2d(64, 64, 3, padding: 1L);
+        var x = randn(3, 64, 8, 6);
+        double oneConv = MaxAbsDiff(conv.forward(x), cat(x.split(1, 0).Select(conv.forward).ToArray(), 0));
+        double decodeDiff = MaxAbsDiff(decoded, slicedDecoded), encodeDiff = MaxAbsDiff(batched.Mean, sliced.Mean);
+        Assert.True(decodeDiff <= 1e-5 * MaxAbs(decoded), $"decode diff {decodeDiff:E2} (one conv: {oneConv:E2})");
+        Assert.True(encodeDiff <= 1e-5 * MaxAbs(batched.Mean), $"encode diff {encodeDiff:E2} (one conv: {oneConv:E2})");
+        // each slice is exactly the single-image result
+        vae.EnableSlicing = false;
+        Assert.True(vae.Decode(z[1..2]).Same(slicedDecoded[1..2]).item<bool>());
     }
 
     [Fact]
@@ -93,17 +92,25 @@ public class AutoencoderKLTests
         vae.EnableTiling = true;
         var tiled = vae.Decode(z);
         Assert.Equal(full.shape, tiled.shape);
-        // A smooth latent fits in one tile: no tiling, identical result.
+        // A latent that fits in one tile is not tiled: identical result.
         var small = randn(1, 4, 16, 16, generator: new Generator(10));
         Assert.True(vae.Decode(small).Same(AutoencoderKLTestsHelpers.Untiled(vae, small)).item<bool>());
 
         // Tiling is approximate by design: each tile sees only its own GroupNorm statistics, its own mid-block
-        // attention and zero padding at its borders. With i.i.d. latents the per-tile statistics match the global
-        // ones up to sampling noise, so the bulk of the image agrees closely and the seams differ somewhat more.
-        var diff = (full - tiled).abs();
-        double meanDiff = diff.mean().item<float>();
-        double scale = full.std().item<float>();
-        Assert.True(meanDiff < 0.15 * scale, $"mean |full − tiled| = {meanDiff:F4}, output std {scale:F4}");
+        // attention and zero padding at its borders. A random-weight tiny VAE is far less local than the trained SD
+        // VAE (its 16-latent tiles are about its receptive field), so the bound is on agreement, not equality:
+        // the tiled image must correlate strongly with the full one.
+        double Corr(Tensor a, Tensor b)
+        {
+            var x = a.flatten() - a.mean(); var y = b.flatten() - b.mean();
+            return ((x * y).sum() / (x.norm() * y.norm())).item<float>();
+        }
+        double corr = Corr(full, tiled);
+        double meanDiff = (full - tiled).abs().mean().item<float>(), scale = full.std().item<float>();
+        Assert.True(corr > 0.9, $"corr(full, tiled) = {corr:F3}; mean |diff| {meanDiff:F4}, std {scale:F4}");
+        // and the seams are blended: no tile border stands out from the rest of the image
+        var rowSteps = (tiled[.., .., 1.., ..] - tiled[.., .., ..^1, ..]).abs().mean(new long[] { 0, 1, 3 });
+        Assert.True(rowSteps.max().item<float>() < 3 * rowSteps.mean().item<float>(), "a seam stands out");
         Assert.True(MaxAbsDiff(full, tiled) > 0, "tiling must actually have happened");
     }
 
@@ -169,6 +176,18 @@ static class AutoencoderKLTestsHelpers
 [Collection(SerialModelTests.Name)]
 public class AutoencoderKLSerialTests
 {
+    // reads the global generator: runs alone so that no parallel test draws from it in between
+    [Fact]
+    public void Same_seed_gives_identical_decoder_outputs()
+    {
+        using var scope = NewDisposeScope();
+        using var a = AutoencoderKLTests.Tiny(5);
+        using var b = AutoencoderKLTests.Tiny(5);
+        var z = randn(1, 4, 6, 6);
+        using var _ = no_grad();
+        Assert.True(a.Decode(z).Same(b.Decode(z)).item<bool>());
+    }
+
     [Fact]
     public void Full_size_SD15_has_diffusers_parameter_count_and_keys_without_allocating()
     {
@@ -190,7 +209,7 @@ public class AutoencoderKLSerialTests
         using var vae = new AutoencoderKL(AutoencoderKLConfig.Tiny) { EnableTiling = true, EnableSlicing = true };
         var images = rand(2, 3, 40, 40);
         using (no_grad()) vae.Encode(images).Dispose();
-        long before = Tensor.TotalCount;
+        long before = SettledTensorCount();
         using (no_grad())
         {
             using var posterior = vae.Encode(images);

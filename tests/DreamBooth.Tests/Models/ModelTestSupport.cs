@@ -28,6 +28,15 @@ static class ModelTestSupport
     public static Tensor Same(this Tensor a, Tensor b) =>
         tensor(a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>());
 
+    /// <summary>The live-tensor count after finalising garbage left by earlier tests (finalizers lower the count at random times).</summary>
+    public static long SettledTensorCount()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return Tensor.TotalCount;
+    }
+
     public static double MaxAbsDiff(Tensor a, Tensor b)
     {
         using var scope = NewDisposeScope();

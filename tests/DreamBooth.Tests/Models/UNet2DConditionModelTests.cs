@@ -8,7 +8,7 @@ namespace DreamBooth.Tests.Models;
 
 public class UNet2DConditionModelTests
 {
-    static UNet2DConditionModel Tiny(long seed)
+    internal static UNet2DConditionModel Tiny(long seed)
     {
         manual_seed(seed);
         var unet = new UNet2DConditionModel(UNet2DConditionConfig.Tiny);
@@ -16,7 +16,7 @@ public class UNet2DConditionModelTests
         return unet;
     }
 
-    static (Tensor sample, Tensor t, Tensor text) Inputs(long batch, long h, long w, long seed)
+    internal static (Tensor sample, Tensor t, Tensor text) Inputs(long batch, long h, long w, long seed)
     {
         var g = new Generator((ulong)seed);
         return (randn([batch, 4, h, w], generator: g), tensor(new long[] { 10, 700, 999, 1 }[..(int)batch]),
@@ -37,27 +37,6 @@ public class UNet2DConditionModelTests
         Assert.Equal(new long[] { 2, 4, h, w }, output.shape);
         Assert.True(output.isfinite().all().item<bool>());
         Assert.True(output.std().item<float>() > 1e-3, "output is not constant");
-    }
-
-    [Fact]
-    public void Same_seed_gives_identical_weights_and_outputs_and_timestep_matters()
-    {
-        using var scope = NewDisposeScope();
-        using var a = Tiny(7);
-        using var b = Tiny(7);
-        var (sample, t, text) = Inputs(2, 8, 8, 3);
-        using var _ = no_grad();
-        var ya = a.forward(sample, t, text);
-        var yb = b.forward(sample, t, text);
-        Assert.True(ya.Same(yb).item<bool>());
-        var scalar = a.forward(sample, tensor(10L), text); // a scalar timestep is broadcast over the batch
-        var other = a.forward(sample, tensor(new long[] { 10, 10 }), text);
-        Assert.True(scalar.Same(other).item<bool>());
-        Assert.False(ya.Same(other).item<bool>(), "changing the timestep must change the output");
-        var floatT = a.forward(sample, t.to_type(ScalarType.Float32), text);
-        Assert.True(floatT.allclose(ya, rtol: 0, atol: 1e-6));
-        using var c = Tiny(8);
-        Assert.False(c.forward(sample, t, text).Same(ya).item<bool>(), "another seed must give other weights");
     }
 
     [Fact]
@@ -146,15 +125,26 @@ public class UNet2DConditionModelTests
         var checkpointed = Run(true);
         Assert.True(plain.output.Same(checkpointed.output).item<bool>());
         Assert.Equal(plain.grads.Count, checkpointed.grads.Count);
+        double largest = plain.grads.Values.Max(MaxAbs);
         foreach (var (name, grad) in plain.grads)
         {
             var other = checkpointed.grads[name];
-            // same ops on the same values; only summation order of the re-entrant backward may differ
-            Assert.True(grad.allclose(other, rtol: 1e-5, atol: 1e-6), $"{name}: max diff {MaxAbsDiff(grad, other)}");
+            // Same ops on the same values; only the order in which autograd adds up the gradient contributions of a
+            // tensor used twice (a state that is also a skip) differs, so the sums differ by fp32 rounding:
+            // a few ulps of the largest entry (fp32 ulp ≈ 1.2e-7 relative).
+            // Some gradients are zero in exact arithmetic (a conv bias right before a GroupNorm with one channel per
+            // group) and are pure rounding noise in both runs: they are bounded relative to the largest gradient.
+            AssertCloseRelative(grad, other, name, 1e-6 * largest);
         }
-        Assert.True(plain.sampleGrad.allclose(checkpointed.sampleGrad, rtol: 1e-5, atol: 1e-6));
-        Assert.True(plain.textGrad.allclose(checkpointed.textGrad, rtol: 1e-5, atol: 1e-6));
+        AssertCloseRelative(plain.sampleGrad, checkpointed.sampleGrad, "sample", 1e-7);
+        AssertCloseRelative(plain.textGrad, checkpointed.textGrad, "encoder_hidden_states", 1e-7);
         Assert.True(MaxAbs(plain.textGrad) > 0, "text states must receive gradient");
+    }
+
+    static void AssertCloseRelative(Tensor expected, Tensor actual, string name, double floor)
+    {
+        double scale = MaxAbs(expected), diff = MaxAbsDiff(expected, actual);
+        Assert.True(diff <= 1e-5 * scale + floor, $"{name}: max diff {diff:E2} vs max |grad| {scale:E2}");
     }
 
     [Fact]
@@ -178,6 +168,28 @@ public class UNet2DConditionModelTests
 [Collection(SerialModelTests.Name)]
 public class UNet2DConditionModelSerialTests
 {
+    // reads the global generator: runs alone so that no parallel test draws from it in between
+    [Fact]
+    public void Same_seed_gives_identical_weights_and_outputs_and_timestep_matters()
+    {
+        using var scope = NewDisposeScope();
+        using var a = UNet2DConditionModelTests.Tiny(7);
+        using var b = UNet2DConditionModelTests.Tiny(7);
+        var (sample, t, text) = UNet2DConditionModelTests.Inputs(2, 8, 8, 3);
+        using var _ = no_grad();
+        var ya = a.forward(sample, t, text);
+        var yb = b.forward(sample, t, text);
+        Assert.True(ya.Same(yb).item<bool>());
+        var scalar = a.forward(sample, tensor(10L), text); // a scalar timestep is broadcast over the batch
+        var other = a.forward(sample, tensor(new long[] { 10, 10 }), text);
+        Assert.True(scalar.Same(other).item<bool>());
+        Assert.False(ya.Same(other).item<bool>(), "changing the timestep must change the output");
+        var floatT = a.forward(sample, t.to_type(ScalarType.Float32), text);
+        Assert.True(floatT.allclose(ya, rtol: 0, atol: 1e-6));
+        using var c = UNet2DConditionModelTests.Tiny(8);
+        Assert.False(c.forward(sample, t, text).Same(ya).item<bool>(), "another seed must give other weights");
+    }
+
     [Fact]
     public void Full_size_SD15_has_diffusers_parameter_count_and_keys_without_allocating()
     {
@@ -202,7 +214,7 @@ public class UNet2DConditionModelSerialTests
         var text = randn(1, 77, 32);
         var t = tensor(new long[] { 3 });
         using (no_grad()) unet.forward(sample, t, text).Dispose(); // warm-up
-        long before = Tensor.TotalCount;
+        long before = SettledTensorCount();
         using (no_grad()) unet.forward(sample, t, text).Dispose();
         Assert.Equal(before, Tensor.TotalCount);
         unet.train();
@@ -213,7 +225,7 @@ public class UNet2DConditionModelSerialTests
             unet.forward(sample, t, text).sum().backward();
         }
         Step(); // creates the .grad tensors (one per parameter), which stay
-        long afterFirstStep = Tensor.TotalCount;
+        long afterFirstStep = SettledTensorCount();
         Step();
         Assert.True(Tensor.TotalCount <= afterFirstStep, $"{Tensor.TotalCount - afterFirstStep} tensors leaked by a checkpointed training step");
     }
