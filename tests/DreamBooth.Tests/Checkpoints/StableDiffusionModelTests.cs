@@ -137,6 +137,8 @@ public class StableDiffusionModelTests
         Assert.True(Same(ctx, loaded.TextEncoder.forward(ids)));
         var t = tensor(new long[] { 500 });
         Assert.True(Same(model.UNet.forward(sample, t, ctx), loaded.UNet.forward(sample, t, ctx)));
+        var image = randn([1, 3, 16, 16], generator: g);
+        Assert.True(Same(model.Vae.Encode(image).Mean, loaded.Vae.Encode(image).Mean));
         var latents = randn([1, 4, 8, 8], generator: g);
         Assert.True(Same(model.Vae.Decode(latents), loaded.Vae.Decode(latents)));
     }
