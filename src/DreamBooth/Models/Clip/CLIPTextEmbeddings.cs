@@ -1,0 +1,34 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DreamBooth.Models.Clip;
+
+/// <summary>Token + learned absolute position embeddings. <c>position_ids</c> is a non-persistent buffer (not in state dicts).</summary>
+public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
+{
+    private readonly Embedding token_embedding;
+    private readonly Embedding position_embedding;
+    private readonly Tensor position_ids;
+
+    public CLIPTextEmbeddings(CLIPTextConfig config) : base(nameof(CLIPTextEmbeddings))
+    {
+        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize);
+        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        position_ids = torch.arange(config.MaxPositionEmbeddings, dtype: ScalarType.Int64).unsqueeze(0);
+        RegisterComponents();
+        register_buffer(nameof(position_ids), position_ids, persistent: false);
+    }
+
+    /// <param name="input_ids">[B, L] int64, L ≤ max_position_embeddings.</param>
+    public override Tensor forward(Tensor input_ids)
+    {
+        using var scope = torch.NewDisposeScope();
+        long length = input_ids.shape[^1];
+        if (length > position_ids.shape[1])
+            throw new ArgumentException($"sequence length {length} exceeds max_position_embeddings {position_ids.shape[1]}; split longer prompts into 77-token chunks (PromptEncoder)");
+        var positions = position_ids[.., ..(int)length];
+        var result = token_embedding.forward(input_ids) + position_embedding.forward(positions);
+        return result.MoveToOuterDisposeScope();
+    }
+}
