@@ -146,6 +146,20 @@ public class Txt2ImgPipelineTests(ITestOutputHelper output)
         Assert.Equal("DPM++ 2M Karras", info.Sampler);
     }
 
+    [Theory]
+    [InlineData("Euler a")]
+    [InlineData("DPM++ 2M Karras")]
+    public void GenerationLeavesNoTensorsBehind(string sampler)
+    {
+        using var pipeline = TinyPipeline.Create();
+        var request = TinyPipeline.Request(sampler, 3) with { Count = 2, BatchSize = 2 };
+        using (pipeline.Generate(request)) { } // warm-up fills the prompt cache
+        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using (pipeline.Generate(request)) { }
+        using (pipeline.Generate(request with { Seed = 7 })) { }
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
     [Fact]
     public void TinyModelSecondsPerStepOnCpu()
     {
