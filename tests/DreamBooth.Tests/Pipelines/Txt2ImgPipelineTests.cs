@@ -161,6 +161,26 @@ public class Txt2ImgPipelineTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ModelsStayWhereTheyAreAndKeepTheirTrainingMode()
+    {
+        TorchSharp.torch.manual_seed(5);
+        var te = new DreamBooth.Models.Clip.CLIPTextModel(DreamBooth.Models.Clip.CLIPTextConfig.Tiny);
+        var unet = new DreamBooth.Models.UNet.UNet2DConditionModel(DreamBooth.Models.UNet.UNet2DConditionConfig.Tiny);
+        var vae = new DreamBooth.Models.Vae.AutoencoderKL(DreamBooth.Models.Vae.AutoencoderKLConfig.Tiny);
+        unet.train();
+        te.eval();
+        using var pipeline = new Txt2ImgPipeline(TinyPipeline.Tokenizer, te, unet, vae, NoiseSchedule.StableDiffusion15, "parts");
+        Assert.Equal(TorchSharp.torch.ScalarType.Float32, pipeline.Dtype);
+        Assert.Equal(TorchSharp.DeviceType.CPU, pipeline.Device.type);
+        using var first = pipeline.Generate(TinyPipeline.Request("DDIM", 2));
+        Assert.True(unet.training, "a model being trained is back in train mode after a preview");
+        Assert.False(te.training);
+        // eval mode during sampling: dropout-free, so the same seed still reproduces with the UNet in train mode
+        using var second = pipeline.Generate(TinyPipeline.Request("DDIM", 2));
+        Assert.Equal(Pixels(first.Images[0].Image), Pixels(second.Images[0].Image));
+    }
+
+    [Fact]
     public void TinyModelSecondsPerStepOnCpu()
     {
         using var pipeline = TinyPipeline.Create();
