@@ -243,7 +243,7 @@ public static class DatasetPreparer
     }
 
     /// <summary>Bounds the bytes of decoded images in flight; one request larger than the budget runs alone.</summary>
-    sealed class MemoryGate(long budget)
+    internal sealed class MemoryGate(long budget)
     {
         long _used;
         readonly SemaphoreSlim _signal = new(0);
