@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DreamBooth.Checkpoints;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
 using DreamBooth.Models.Vae;
@@ -75,6 +76,13 @@ public sealed class Txt2ImgPipeline : IDisposable
             _unet.to(_device, _dtype);
         }
         if (Options.Device is not null || Options.VaeDtype is not null) _vae.to(_device, _vaeDtype);
+    }
+
+    /// <summary>A pipeline over a loaded checkpoint: its scheduler config, name and A1111 short hash go into every infotext.</summary>
+    public Txt2ImgPipeline(StableDiffusionModel model, PipelineOptions? options = null)
+        : this(model.Tokenizer, model.TextEncoder, model.UNet, model.Vae, NoiseSchedule.FromConfigJson(model.SchedulerConfigJson),
+               model.Name, model.ShortHash, options)
+    {
     }
 
     /// <summary>Generates <see cref="GenerationRequest.Count"/> images in batches of <see cref="GenerationRequest.BatchSize"/>.</summary>
