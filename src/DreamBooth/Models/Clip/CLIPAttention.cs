@@ -7,9 +7,10 @@ namespace DreamBooth.Models.Clip;
 /// <summary>Multi-head causal self-attention with transformers' projection names, through scaled_dot_product_attention.</summary>
 public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear q_proj;
+    // Declared in transformers' order (k, v, q, out) so state dicts list keys as transformers saves them.
     private readonly Linear k_proj;
     private readonly Linear v_proj;
+    private readonly Linear q_proj;
     private readonly Linear out_proj;
     private readonly int _heads;
     private readonly int _headDim;
@@ -18,9 +19,9 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         _heads = config.NumAttentionHeads;
         _headDim = config.HeadDim;
-        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
         k_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
         v_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
         out_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
         RegisterComponents();
     }

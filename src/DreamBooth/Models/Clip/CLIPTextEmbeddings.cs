@@ -15,9 +15,12 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
     {
         token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize);
         position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
-        position_ids = torch.arange(config.MaxPositionEmbeddings, dtype: ScalarType.Int64).unsqueeze(0);
-        RegisterComponents();
+        position_ids = torch.arange(config.MaxPositionEmbeddings, dtype: ScalarType.Int64).unsqueeze(0).DetachFromDisposeScope();
+        // Registered first as non-persistent (transformers ≥ 4.31 does not save it); RegisterComponents then skips it.
+        // TorchSharp 0.107's Module.to() and Dispose() pass over non-persistent buffers, so forward() follows the
+        // input's device and Dispose() frees it here.
         register_buffer(nameof(position_ids), position_ids, persistent: false);
+        RegisterComponents();
     }
 
     /// <param name="input_ids">[B, L] int64, L ≤ max_position_embeddings.</param>
@@ -27,8 +30,15 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
         long length = input_ids.shape[^1];
         if (length > position_ids.shape[1])
             throw new ArgumentException($"sequence length {length} exceeds max_position_embeddings {position_ids.shape[1]}; split longer prompts into 77-token chunks (PromptEncoder)");
-        var positions = position_ids[.., ..(int)length];
+        var ids = position_ids.device == input_ids.device ? position_ids : position_ids.to(input_ids.device);
+        var positions = ids[.., ..(int)length];
         var result = token_embedding.forward(input_ids) + position_embedding.forward(positions);
         return result.MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && !position_ids.IsInvalid) position_ids.Dispose();
+        base.Dispose(disposing);
     }
 }
