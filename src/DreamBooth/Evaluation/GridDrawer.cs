@@ -116,21 +116,27 @@ public static class GridDrawer
         int rows = cells.Count / columns;
         layout = Measure(columns, rows, cells[0].Size(), columnLabels, rowLabels, title, style);
 
-        Image<Rgb24> grid;
-        using (var bitmap = GridText.NewCanvas(layout.Width, layout.Height, style.Background, out var canvas))
-        using (canvas)
+        // Text is drawn only on the label bands (not on a canvas the size of the whole grid), then pasted.
+        var grid = new Image<Rgb24>(layout.Width, layout.Height, style.Background);
         using (var font = GridText.Font(layout.FontSize))
         using (var bold = GridText.Font(layout.FontSize, bold: true))
         using (var paint = GridText.Paint(style.Foreground))
         {
             var l = layout;
-            if (l.TitleBand > 0) GridText.DrawCentered(canvas, l.TitleLines, bold, paint, ToSk(l.TitleRect, l.Padding));
-            for (int c = 0; c < l.ColumnLines.Count; c++)
-                GridText.DrawCentered(canvas, l.ColumnLines[c], font, paint, ToSk(l.ColumnHeaderRect(c), l.Padding));
-            for (int r = 0; r < l.RowLines.Count; r++)
-                GridText.DrawCentered(canvas, l.RowLines[r], font, paint, ToSk(l.RowLabelRect(r), l.Padding));
-            canvas.Flush();
-            grid = GridText.ToImage(bitmap);
+            int top = l.TitleBand + l.TopBand;
+            if (top > 0)
+                Paste(grid, new Point(0, 0), l.Width, top, style.Background, 0, canvas =>
+                {
+                    if (l.TitleBand > 0) GridText.DrawCentered(canvas, l.TitleLines, bold, paint, ToSk(l.TitleRect, l.Padding));
+                    for (int c = 0; c < l.ColumnLines.Count; c++)
+                        GridText.DrawCentered(canvas, l.ColumnLines[c], font, paint, ToSk(l.ColumnHeaderRect(c), l.Padding));
+                });
+            if (l.LeftBand > 0)
+                Paste(grid, new Point(0, top), l.LeftBand, l.Height - top, style.Background, top, canvas =>
+                {
+                    for (int r = 0; r < l.RowLines.Count; r++)
+                        GridText.DrawCentered(canvas, l.RowLines[r], font, paint, ToSk(l.RowLabelRect(r), l.Padding));
+                });
         }
 
         var size = new Size(layout.CellWidth, layout.CellHeight);
@@ -152,6 +158,20 @@ public static class GridDrawer
 
     public static Image<Rgb24> Draw(IReadOnlyList<Image<Rgb24>> cells, int columns, IReadOnlyList<string>? columnLabels, IReadOnlyList<string>? rowLabels,
         string? title = null, GridStyle? style = null) => Draw(cells, columns, columnLabels, rowLabels, title, style, out _);
+
+    /// <summary>Draws on a <paramref name="width"/>×<paramref name="height"/> canvas whose origin is grid row <paramref name="offsetY"/>, then pastes it at <paramref name="at"/>.</summary>
+    static void Paste(Image<Rgb24> grid, Point at, int width, int height, Rgb24 background, int offsetY, Action<SKCanvas> draw)
+    {
+        using var bitmap = GridText.NewCanvas(width, height, background, out var canvas);
+        using (canvas)
+        {
+            canvas.Translate(0, -offsetY);
+            draw(canvas);
+            canvas.Flush();
+        }
+        using var band = GridText.ToImage(bitmap);
+        grid.Mutate(x => x.DrawImage(band, at, 1f));
+    }
 
     static SKRect ToSk(Rectangle r, int pad) => new(r.Left + pad, r.Top + pad, r.Right - pad, r.Bottom - pad);
 }
