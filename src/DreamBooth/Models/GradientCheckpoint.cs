@@ -41,6 +41,9 @@ public static class GradientCheckpoint
             ctx.save_data("payload", payload);
             ctx.save_data("count", tensors.Count);
             ctx.save_for_backward(tensors);
+            // Unused outputs arrive as undefined gradients (they are skipped below). TorchSharp's zero-filling of them
+            // reads output templates that live in the caller's dispose scope, which may be gone by backward time.
+            ctx.set_materialize_grads(false);
             // apply() already runs this under no_grad: no activations are kept.
             return payload.Function(tensors.Take(payload.InputCount).ToArray()).ToList();
         }
@@ -60,7 +63,7 @@ public static class GradientCheckpoint
                 var rootGrads = new List<Tensor>();
                 for (int i = 0; i < outputs.Length; i++)
                 {
-                    if (!outputs[i].requires_grad) continue;
+                    if (!outputs[i].requires_grad || grad_outputs[i] is null || grad_outputs[i].IsInvalid) continue;
                     roots.Add(outputs[i]);
                     rootGrads.Add(grad_outputs[i]);
                 }
@@ -68,8 +71,9 @@ public static class GradientCheckpoint
                 foreach (var d in detached)
                 {
                     var g = d.requires_grad ? d.grad : null;
-                    // handed to native autograd after this scope closes: keep it alive (the GC finalizes it).
-                    grads.Add(g?.DetachFromDisposeScope());
+                    // handed to native autograd after this scope closes: keep it alive in the scope around the caller's
+                    // backward() (on CPU autograd runs on the calling thread), or, on an engine thread, until the GC finalizes it.
+                    grads.Add(g?.MoveToOuterDisposeScope());
                 }
             }
             for (int i = payload.InputCount; i < saved.Count; i++) grads.Add(null); // the zero-size anchor

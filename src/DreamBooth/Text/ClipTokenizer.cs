@@ -11,8 +11,8 @@ namespace DreamBooth.Text;
 
 /// <summary>
 /// The CLIP BPE tokenizer of Stable Diffusion 1.x (OpenAI CLIP ViT-L/14), on Microsoft.ML.Tokenizers'
-/// <see cref="BpeTokenizer"/>: CLIP's text cleanup (html unescape, whitespace collapse, strip; no ftfy),
-/// lowercasing, CLIP's pre-tokenization pattern, byte-level BPE with the <c>&lt;/w&gt;</c> end-of-word
+/// <see cref="BpeTokenizer"/>: CLIP's text cleanup (see <see cref="Clean"/>),
+/// lowercasing as Python does (<see cref="PythonLowerCaseNormalizer"/>), CLIP's pre-tokenization pattern, byte-level BPE with the <c>&lt;/w&gt;</c> end-of-word
 /// suffix. Ids are those of OpenAI's <c>SimpleTokenizer</c> and Hugging Face's <c>CLIPTokenizer</c>.
 /// </summary>
 public sealed partial class ClipTokenizer
@@ -52,7 +52,7 @@ public sealed partial class ClipTokenizer
             SpecialTokens = special,
             ByteLevel = true,
             EndOfWordSuffix = "</w>",
-            Normalizer = LowerCaseNormalizer.Instance,
+            Normalizer = PythonLowerCaseNormalizer.Instance,
             PreTokenizer = new RegexPreTokenizer(ClipPattern(), special),
         };
         try
@@ -207,10 +207,33 @@ public sealed partial class ClipTokenizer
 
     // ---------------------------------------------------------------- encode / decode
 
-    /// <summary>CLIP's cleanup without ftfy: html unescape (twice, as CLIP), collapse whitespace, strip.</summary>
+    /// <summary>
+    /// CLIP's cleanup without the ftfy package: the deterministic parts of ftfy's defaults that change prompts
+    /// (NFC normalization, curly quotes → straight, Latin ligatures → letters, fullwidth ASCII → ASCII), then
+    /// CLIP's own steps: html unescape (twice), whitespace collapse, strip. ftfy's mojibake repair is not done.
+    /// </summary>
     public static string Clean(string text)
     {
-        var t = WebUtility.HtmlDecode(WebUtility.HtmlDecode(text)).Trim();
+        ArgumentNullException.ThrowIfNull(text);
+        var sb = new StringBuilder(text.Length);
+        foreach (var c in text.Normalize(NormalizationForm.FormC))
+        {
+            switch (c)
+            {
+                case '\u2018' or '\u2019' or '\u201A' or '\u201B': sb.Append('\''); break;
+                case '\u201C' or '\u201D' or '\u201E' or '\u201F': sb.Append('"'); break;
+                case '\uFB00': sb.Append("ff"); break;
+                case '\uFB01': sb.Append("fi"); break;
+                case '\uFB02': sb.Append("fl"); break;
+                case '\uFB03': sb.Append("ffi"); break;
+                case '\uFB04': sb.Append("ffl"); break;
+                case '\uFB05' or '\uFB06': sb.Append("st"); break;
+                case >= '\uFF01' and <= '\uFF5E': sb.Append((char)(c - 0xFEE0)); break;
+                case '\u3000': sb.Append(' '); break;
+                default: sb.Append(c); break;
+            }
+        }
+        var t = WebUtility.HtmlDecode(WebUtility.HtmlDecode(sb.ToString())).Trim();
         return Whitespace().Replace(t, " ").Trim();
     }
 

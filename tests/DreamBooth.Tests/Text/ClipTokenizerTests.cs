@@ -71,6 +71,26 @@ public class ClipTokenizerTests
     }
 
     [Fact]
+    public void Cleanup_does_what_ftfy_and_clip_do_to_prompts()
+    {
+        Assert.Equal("the man's \"hat\"", ClipTokenizer.Clean("  the man\u2019s \u201chat\u201d "));
+        Assert.Equal(Tok.Encode("the man's hat"), Tok.Encode("the man\u2019s hat")); // curly apostrophe → 's contraction
+        Assert.Equal("fine ABC!", ClipTokenizer.Clean("\ufb01ne \uff21\uff22\uff23\uff01"));
+        Assert.Equal("caf\u00e9", ClipTokenizer.Clean("cafe\u0301"));                  // NFC
+        Assert.Equal("a & b <c>", ClipTokenizer.Clean("a &amp;amp; b &lt;c&gt;"));     // html unescaped twice
+        Assert.Equal("a b c", ClipTokenizer.Clean("a\t\tb \n c"));
+    }
+
+    [Fact]
+    public void Lowercasing_follows_python_str_lower()
+    {
+        Assert.Equal("abc é", PythonLowerCaseNormalizer.Lower("ABC É"));
+        Assert.Equal("\u03c3\u03bf\u03c6\u03bf\u03c2 \u03c3", PythonLowerCaseNormalizer.Lower("\u03a3\u039f\u03a6\u039f\u03a3 \u03a3")); // final sigma only at word end
+        Assert.Equal("i\u0307stanbul", PythonLowerCaseNormalizer.Lower("\u0130stanbul"));
+        Assert.Equal("\U00010428", PythonLowerCaseNormalizer.Lower("\U00010400"));                // outside the BMP
+    }
+
+    [Fact]
     public void Empty_and_blank_text_give_no_tokens()
     {
         Assert.Empty(Tok.Encode(""));

@@ -45,7 +45,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         this.rescaleOutputFactor = rescaleOutputFactor;
         long innerDim = (long)heads * dimHead;
         long kvDim = crossAttentionDim ?? queryDim;
-        if (normNumGroups is int groups) group_norm = nn.GroupNorm(groups, queryDim, normEps, affine: true);
+        if (normNumGroups is int groups) group_norm = Layers.GroupNorm(groups, queryDim, normEps);
         to_q = nn.Linear(queryDim, innerDim, hasBias: bias);
         to_k = nn.Linear(kvDim, innerDim, hasBias: bias);
         to_v = nn.Linear(kvDim, innerDim, hasBias: bias);

@@ -22,7 +22,7 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
     {
         this.useLinearProjection = useLinearProjection;
         long inner = (long)numAttentionHeads * attentionHeadDim;
-        norm = nn.GroupNorm(normNumGroups, inChannels, 1e-6, affine: true);
+        norm = Layers.GroupNorm(normNumGroups, inChannels, 1e-6);
         proj_in = useLinearProjection ? nn.Linear(inChannels, inner) : nn.Conv2d(inChannels, inner, 1);
         transformer_blocks = nn.ModuleList<BasicTransformerBlock>();
         for (int i = 0; i < numLayers; i++)

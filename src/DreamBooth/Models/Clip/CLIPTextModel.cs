@@ -13,6 +13,15 @@ public sealed class CLIPTextModel : nn.Module<Tensor, Tensor>
 
     public CLIPTextConfig Config { get; }
 
+    /// <summary>
+    /// Keys that checkpoints may carry but this model does not have: transformers before 4.31 saved the
+    /// <c>position_ids</c> buffer (many SD1.x files, single-file and diffusers). Loaders drop exactly these.
+    /// </summary>
+    public static IReadOnlySet<string> LegacyKeys { get; } = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "text_model.embeddings.position_ids",
+    };
+
     public CLIPTextModel(CLIPTextConfig config) : base(nameof(CLIPTextModel))
     {
         config.Validate();

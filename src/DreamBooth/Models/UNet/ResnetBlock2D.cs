@@ -25,10 +25,10 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         double dropout = 0.0, double outputScaleFactor = 1.0) : base(nameof(ResnetBlock2D))
     {
         this.outputScaleFactor = outputScaleFactor;
-        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true);
+        norm1 = Layers.GroupNorm(groups, inChannels, eps);
         conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1);
         if (tembChannels is long t) time_emb_proj = nn.Linear(t, outChannels);
-        norm2 = nn.GroupNorm(groups, outChannels, eps, affine: true);
+        norm2 = Layers.GroupNorm(groups, outChannels, eps);
         this.dropout = nn.Dropout(dropout);
         conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1);
         nonlinearity = nn.SiLU();

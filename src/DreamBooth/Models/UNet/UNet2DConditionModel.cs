@@ -80,7 +80,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
                     eps, groups, !isFinal, config.Dropout));
         }
 
-        conv_norm_out = nn.GroupNorm(groups, boc[0], eps, affine: true);
+        conv_norm_out = Layers.GroupNorm(groups, boc[0], eps);
         conv_act = nn.SiLU();
         conv_out = nn.Conv2d(boc[0], config.OutChannels, 3, stride: 1, padding: 1);
         RegisterComponents();

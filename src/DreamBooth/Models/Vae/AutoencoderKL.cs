@@ -50,16 +50,17 @@ public sealed class AutoencoderKL : nn.Module
     /// <returns>the posterior over unscaled latents [B, latent_channels, H/f, W/f].</returns>
     public DiagonalGaussianDistribution Encode(Tensor images)
     {
-        using var scope = NewDisposeScope();
         if (images.dim() != 4 || images.shape[1] != Config.InChannels)
             throw new ArgumentException($"images must be [B, {Config.InChannels}, H, W], got [{string.Join(", ", images.shape)}]");
         Tensor moments;
-        if (EnableSlicing && images.shape[0] > 1)
-            moments = cat(images.split(1, 0).Select(x => quant_conv.forward(encoder.forward(x))).ToArray(), 0);
-        else
-            moments = quant_conv.forward(encoder.forward(images));
-        moments.MoveToOuterDisposeScope();
-        return new DiagonalGaussianDistribution(moments);
+        using (var scope = NewDisposeScope())
+        {
+            moments = EnableSlicing && images.shape[0] > 1
+                ? cat(images.split(1, 0).Select(x => quant_conv.forward(encoder.forward(x))).ToArray(), 0)
+                : quant_conv.forward(encoder.forward(images));
+            moments.MoveToOuterDisposeScope();
+        }
+        using (moments) return new DiagonalGaussianDistribution(moments);
     }
 
     /// <param name="latents">[B, latent_channels, h, w], NOT scaled (the caller divides by scaling_factor first).</param>

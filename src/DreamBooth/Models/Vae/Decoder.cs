@@ -33,7 +33,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
             outputChannel = reversed[i];
             up_blocks.Add(new UpDecoderBlock2D(prevOutputChannel, outputChannel, layersPerBlock + 1, eps, normNumGroups, addUpsample: i != n - 1));
         }
-        conv_norm_out = nn.GroupNorm(normNumGroups, blockOutChannels[0], eps, affine: true);
+        conv_norm_out = Layers.GroupNorm(normNumGroups, blockOutChannels[0], eps);
         conv_act = nn.SiLU();
         conv_out = nn.Conv2d(blockOutChannels[0], outChannels, 3, stride: 1, padding: 1);
         RegisterComponents();

@@ -33,7 +33,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
                 addDownsample: i != n - 1, downsamplePadding: 0));
         }
         mid_block = new UNetMidBlock2D(blockOutChannels[n - 1], eps, normNumGroups);
-        conv_norm_out = nn.GroupNorm(normNumGroups, blockOutChannels[n - 1], eps, affine: true);
+        conv_norm_out = Layers.GroupNorm(normNumGroups, blockOutChannels[n - 1], eps);
         conv_act = nn.SiLU();
         conv_out = nn.Conv2d(blockOutChannels[n - 1], doubleZ ? 2L * outChannels : outChannels, 3, stride: 1, padding: 1);
         RegisterComponents();

@@ -124,6 +124,7 @@ public class CLIPTextModelTests
         using var h = m.forward(ids);
         Assert.Equal(ScalarType.BFloat16, h.dtype);
         Assert.DoesNotContain(m.state_dict().Keys, k => k.Contains("position_ids"));
+        Assert.Contains("text_model.embeddings.position_ids", CLIPTextModel.LegacyKeys);
         Assert.True(m.has_buffer("text_model.embeddings.position_ids"));
         Assert.Equal(ScalarType.Int64, m.get_buffer("text_model.embeddings.position_ids")!.dtype);
     }

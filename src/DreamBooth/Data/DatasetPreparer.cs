@@ -1,0 +1,275 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using DreamBooth.IO;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace DreamBooth.Data;
+
+public enum PrepareMode
+{
+    /// <summary>Focal-point crop of the whole photo to exactly the target size.</summary>
+    Focal,
+    /// <summary>Crop the person to a preset ratio first, then focal-crop to the nearest aspect bucket.</summary>
+    Subject,
+}
+
+/// <summary>Everything <see cref="DatasetPreparer"/> needs to know.</summary>
+public sealed record PrepareOptions
+{
+    /// <summary>Target size (focal mode) and maximum bucket area (subject mode).</summary>
+    public Bucket Size { get; init; } = new(768, 1024);
+    public PrepareMode Mode { get; init; } = PrepareMode.Focal;
+    public FocalCropOptions Focal { get; init; } = FocalCropOptions.Recipe;
+    public SubjectCropOptions Subject { get; init; } = SubjectCropOptions.Default;
+    public IngestOptions Ingest { get; init; } = IngestOptions.Default;
+    public BlazeFaceOptions Detector { get; init; } = BlazeFaceOptions.Default;
+    public int BucketMaxResolution { get; init; } = 1024;
+    public int BucketStep { get; init; } = 64;
+    public int BucketMinSide { get; init; } = 256;
+    /// <summary>Write an overlay per image into debug/.</summary>
+    public bool Debug { get; init; }
+    /// <summary>Redo images even when the manifest says they are done.</summary>
+    public bool Force { get; init; }
+    public int MaxParallelism { get; init; } = Environment.ProcessorCount;
+    /// <summary>Decoded pixels allowed in flight at once across workers; 0 = half the memory available to the process (at most 4 GiB).</summary>
+    public long MemoryBudgetBytes { get; init; }
+
+    /// <summary>Hash of the settings that change outputs (not Force/Debug/parallelism).</summary>
+    public string Fingerprint()
+    {
+        var s = JsonSerializer.Serialize(new
+        {
+            size = Size.ToString(), mode = Mode.ToString(), Focal.FaceWeight, Focal.EdgesWeight, Focal.EntropyWeight, entropy = Focal.EntropyMode.ToString(),
+            Focal.AllowUpscale, ratios = Subject.AspectRatios.Select(r => r.ToString()).ToArray(), framing = Subject.Framing.ToString(), Subject.AllFaces,
+            hs = Subject.HeadAndShoulders.ToString(), ub = Subject.UpperBody.ToString(), fb = Subject.FullBody.ToString(),
+            bg = Ingest.Background.ToString(), Detector.ShortRangeThreshold, Detector.BackThreshold, Detector.ConfirmThreshold,
+            Detector.RequireShortRangeConfirmation, Detector.Tiles, BucketMaxResolution, BucketStep, BucketMinSide, version = 1,
+        });
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(s)))[..16];
+    }
+}
+
+/// <summary>Progress of a preparation run: one event per finished file.</summary>
+public sealed record PrepareProgress(int Done, int Total, string Source, string Status);
+
+/// <summary>
+/// Raw photos → prepared training images + manifest.json: ingest, duplicates, face detection, subject/focal crop,
+/// Lanczos3 resize, atomic PNG output, optional debug overlays. Parallel over images with a memory budget; never
+/// modifies a source; re-running skips what the manifest says is done (same content, same settings) unless Force.
+/// </summary>
+public static class DatasetPreparer
+{
+    public static async Task<DatasetReport> RunAsync(string input, string output, PrepareOptions? options = null,
+        IProgress<PrepareProgress>? progress = null, CancellationToken ct = default, BlazeFaceDetector? detector = null)
+    {
+        options ??= new PrepareOptions();
+        var inFull = Path.TrimEndingDirectorySeparator(Path.GetFullPath(input));
+        var outFull = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
+        if (!Directory.Exists(inFull)) throw new DreamBoothException($"--input: folder not found: {input}");
+        if (string.Equals(inFull, outFull, StringComparison.Ordinal)) throw new DreamBoothException("--output must differ from --input (sources are never overwritten)");
+        if (inFull.StartsWith(outFull + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            throw new DreamBoothException("--input must not be inside --output");
+        Directory.CreateDirectory(outFull);
+        var started = DateTime.UtcNow;
+        var fingerprint = options.Fingerprint();
+        var previous = options.Force ? null : DatasetManifest.TryLoad(outFull);
+        var done = previous is not null && previous.Fingerprint == fingerprint
+            ? previous.Items.GroupBy(i => i.Source).ToDictionary(g => g.Key, g => g.First())
+            : [];
+        var files = ImageIngest.ListFiles(inFull, exclude: outFull);
+        var buckets = options.Mode == PrepareMode.Subject
+            ? AspectBuckets.Generate(options.Size, options.BucketMaxResolution, options.BucketStep, options.BucketMinSide)
+            : new AspectBuckets([options.Size], options.Size.Width * options.Size.Height);
+
+        string Rel(string f) => Path.GetRelativePath(inFull, f).Replace(Path.DirectorySeparatorChar, '/');
+
+        // 1. content hashes (duplicates, idempotence)
+        var hashes = new string?[files.Count];
+        var skipped = new List<SkippedFile>();
+        await Parallel.ForAsync(0, files.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = ct }, (i, _) =>
+        {
+            try { hashes[i] = ImageIngest.Sha256(files[i]); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                lock (skipped) skipped.Add(new SkippedFile(files[i], ImageIngest.CodeUnreadable, e.Message.ReplaceLineEndings(" ")));
+            }
+            return ValueTask.CompletedTask;
+        });
+        var firstByHash = new Dictionary<string, string>();
+        var work = new List<(string File, string Sha)>();
+        for (int i = 0; i < files.Count; i++)
+        {
+            if (hashes[i] is not { } h) continue;
+            if (firstByHash.TryGetValue(h, out var first))
+                skipped.Add(new SkippedFile(files[i], ImageIngest.CodeDuplicate, $"same content as {Rel(first)}"));
+            else
+            {
+                firstByHash[h] = files[i];
+                work.Add((files[i], h));
+            }
+        }
+
+        // 2. output names: relative path flattened; collisions get the content hash
+        var names = new Dictionary<string, string>();
+        var used = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (f, sha) in work)
+        {
+            var stem = Path.ChangeExtension(Rel(f), null)!.Replace('/', '_');
+            var name = stem + ".png";
+            if (!used.Add(name)) { name = $"{stem}-{sha[..8]}.png"; used.Add(name); }
+            names[f] = name;
+        }
+
+        var ownDetector = detector is null;
+        detector ??= BlazeFaceDetector.Create(options.Detector);
+        try
+        {
+            var items = new ManifestItem?[work.Count];
+            var reused = new bool[work.Count];
+            int finished = 0;
+            long budget = options.MemoryBudgetBytes > 0 ? options.MemoryBudgetBytes
+                : Math.Min(4L << 30, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+            var gate = new MemoryGate(budget);
+            await Parallel.ForAsync(0, work.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = ct }, async (i, token) =>
+            {
+                var (file, sha) = work[i];
+                var rel = Rel(file);
+                string status;
+                if (done.TryGetValue(rel, out var prev) && prev.Sha256 == sha && File.Exists(Path.Combine(outFull, prev.Output))
+                    && (!options.Debug || (prev.Debug is not null && File.Exists(Path.Combine(outFull, prev.Debug)))))
+                {
+                    items[i] = prev;
+                    reused[i] = true;
+                    status = "unchanged";
+                }
+                else
+                {
+                    var (item, skip) = await ProcessAsync(file, rel, sha, names[file], outFull, options, buckets, detector, gate, token);
+                    items[i] = item;
+                    if (skip is not null) lock (skipped) skipped.Add(skip);
+                    status = skip is null ? "prepared" : $"skipped: {skip.Code}";
+                }
+                progress?.Report(new PrepareProgress(Interlocked.Increment(ref finished), work.Count, rel, status));
+            });
+
+            var kept = items.Where(i => i is not null).Select(i => i!).ToList();
+            var skips = skipped.OrderBy(s => s.Source, StringComparer.Ordinal)
+                .Select(s => new ManifestSkip(Rel(s.Source), s.Code, s.Detail)).ToList();
+            var manifest = new DatasetManifest
+            {
+                Input = inFull, Fingerprint = fingerprint, Mode = options.Mode.ToString().ToLowerInvariant(), Size = options.Size.ToString(),
+                Items = kept, Skipped = skips,
+            };
+            manifest.Save(outFull);
+            return new DatasetReport(outFull, manifest, files.Count, reused.Count(r => r), DateTime.UtcNow - started, buckets.Buckets);
+        }
+        finally
+        {
+            if (ownDetector) detector.Dispose();
+        }
+    }
+
+    static async Task<(ManifestItem? Item, SkippedFile? Skip)> ProcessAsync(string file, string rel, string sha, string outName, string outDir,
+        PrepareOptions options, AspectBuckets buckets, BlazeFaceDetector detector, MemoryGate gate, CancellationToken ct)
+    {
+        var (info, _, probeSkip) = ImageIngest.Probe(file, options.Ingest);
+        if (probeSkip is not null) return (null, probeSkip);
+        // decoded RGBA + RGB copy + crop/resize clones, plus the encoded bytes
+        long estimate = (long)info!.Width * info.Height * 10 + new FileInfo(file).Length;
+        using var lease = await gate.AcquireAsync(estimate, ct);
+        var (loaded, skip) = ImageIngest.Load(file, options.Ingest, sha);
+        if (skip is not null) return (null, skip);
+        using (loaded)
+        {
+            var image = loaded!.Image;
+            ct.ThrowIfCancellationRequested();
+            var detection = detector.Detect(image, ct);
+            var warnings = new List<string>(loaded.Warnings);
+            SubjectCrop? subject = null;
+            Bucket target = options.Size;
+            Rectangle? within = null;
+            if (options.Mode == PrepareMode.Subject)
+            {
+                subject = SubjectCropper.Choose(image.Width, image.Height, detection.Faces, options.Subject);
+                within = subject.Rect;
+                target = buckets.Nearest(subject.Rect.Width, subject.Rect.Height);
+            }
+            var plan = FocalCrop.Plan(image, detection.Faces, target.Width, target.Height, options.Focal, within);
+            if (plan.Scale > options.Focal.UpscaleWarning)
+            {
+                if (!options.Focal.AllowUpscale)
+                    return (null, new SkippedFile(file, ImageIngest.CodeTooSmall, $"crop {plan.SourceRect.Width}x{plan.SourceRect.Height} would be upscaled ×{plan.Scale:F2} to {target} (upscaling disabled)"));
+                warnings.Add($"upscaled ×{plan.Scale:F2}: crop {plan.SourceRect.Width}x{plan.SourceRect.Height} → {target}");
+            }
+            if (detection.Faces.Count == 0 && options.Focal.FaceWeight > 0) warnings.Add("no face found: focal point from the other detectors or the centre");
+            if (detection.Faces.Count > 1) warnings.Add($"{detection.Faces.Count} faces");
+            using (var outImage = FocalCrop.Apply(image, plan))
+                AtomicFile.Write(Path.Combine(outDir, outName), s => outImage.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
+            string? debugName = null;
+            if (options.Debug)
+            {
+                debugName = "debug/" + outName;
+                using var overlay = DebugOverlay.Draw(image, detection, plan, subject);
+                AtomicFile.Write(Path.Combine(outDir, debugName), s => overlay.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
+            }
+            static ManifestFace F(FaceBox f) => new(f.X, f.Y, f.Width, f.Height, f.Score, f.Model);
+            static ManifestRect R(Rectangle r) => new(r.X, r.Y, r.Width, r.Height);
+            return (new ManifestItem
+            {
+                Source = rel, Sha256 = sha, OriginalWidth = loaded.Width, OriginalHeight = loaded.Height,
+                Faces = detection.Faces.Select(F).ToList(), RejectedFaces = detection.Rejected.Select(F).ToList(),
+                FocalX = plan.Analysis.FocalPoint.X, FocalY = plan.Analysis.FocalPoint.Y, FocalFallback = plan.Analysis.Fallback,
+                Crop = R(plan.SourceRect), SubjectCrop = subject is null ? null : R(subject.Rect), AspectRatio = subject?.Ratio.ToString(),
+                Output = outName, OutputWidth = target.Width, OutputHeight = target.Height, Bucket = target.ToString(),
+                Warnings = warnings, Debug = debugName,
+            }, null);
+        }
+    }
+
+    /// <summary>Bounds the bytes of decoded images in flight; one request larger than the budget runs alone.</summary>
+    sealed class MemoryGate(long budget)
+    {
+        long _used;
+        readonly SemaphoreSlim _signal = new(0);
+        readonly object _lock = new();
+        int _waiters;
+
+        public async Task<IDisposable> AcquireAsync(long bytes, CancellationToken ct)
+        {
+            while (true)
+            {
+                lock (_lock)
+                {
+                    if (_used == 0 || _used + bytes <= budget)
+                    {
+                        _used += bytes;
+                        return new Lease(this, bytes);
+                    }
+                    _waiters++;
+                }
+                try { await _signal.WaitAsync(ct); }
+                finally { lock (_lock) _waiters--; }
+            }
+        }
+
+        void Release(long bytes)
+        {
+            int wake;
+            lock (_lock)
+            {
+                _used -= bytes;
+                wake = _waiters;
+            }
+            if (wake > 0) _signal.Release(wake);
+        }
+
+        sealed class Lease(MemoryGate gate, long bytes) : IDisposable
+        {
+            int _disposed;
+            public void Dispose() { if (Interlocked.Exchange(ref _disposed, 1) == 0) gate.Release(bytes); }
+        }
+    }
+}

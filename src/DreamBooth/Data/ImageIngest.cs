@@ -1,0 +1,213 @@
+using System.Security.Cryptography;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats;
+using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Jpeg;
+using SixLabors.ImageSharp.Metadata.Profiles.Exif;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace DreamBooth.Data;
+
+/// <summary>Limits and conversions applied when reading raw photos.</summary>
+public sealed record IngestOptions
+{
+    /// <summary>Images with more pixels than this (from the header) are skipped as decompression bombs.</summary>
+    public double MaxMegapixels { get; init; } = 120;
+    /// <summary>Images with a side longer than this are skipped.</summary>
+    public int MaxSide { get; init; } = 30000;
+    /// <summary>Files larger than this are skipped without being read.</summary>
+    public long MaxFileBytes { get; init; } = 512L << 20;
+    /// <summary>Neutral background that transparent pixels are composited onto (mid grey).</summary>
+    public Rgb24 Background { get; init; } = new(127, 127, 127);
+    public static IngestOptions Default { get; } = new();
+}
+
+/// <summary>Why a file was not used. <see cref="Code"/> is stable (for tests and tools), <see cref="Detail"/> is for people.</summary>
+public sealed record SkippedFile(string Source, string Code, string Detail);
+
+/// <summary>A decoded photo: upright (EXIF applied), RGB 8-bit, alpha composited, plus what the header said.</summary>
+public sealed class LoadedImage : IDisposable
+{
+    public required Image<Rgb24> Image { get; init; }
+    public required string Source { get; init; }
+    public required string Sha256 { get; init; }
+    public required string Format { get; init; }
+    /// <summary>Size after EXIF orientation, in source pixels (what the manifest's crop rectangle refers to).</summary>
+    public required int Width { get; init; }
+    public required int Height { get; init; }
+    public List<string> Warnings { get; } = [];
+    public void Dispose() => Image.Dispose();
+}
+
+/// <summary>Reading raw photos safely: header checks before decoding, conversion to RGB 8-bit, reasons for every skip.</summary>
+public static class ImageIngest
+{
+    public const string CodeEmpty = "empty";
+    public const string CodeUnreadable = "unreadable";
+    public const string CodeNotImage = "not-an-image";
+    public const string CodeCorrupt = "corrupt";
+    public const string CodeTooLarge = "too-large";
+    public const string CodeDuplicate = "duplicate";
+    public const string CodeTooSmall = "too-small";
+
+    /// <summary>Side-car files that live beside photos in datasets (captions, notes, metadata): not reported as skipped.</summary>
+    static readonly HashSet<string> s_sidecarExtensions = new(StringComparer.OrdinalIgnoreCase) { ".txt", ".caption", ".md", ".json", ".xmp", ".yaml", ".yml", ".toml" };
+
+    static readonly HashSet<string> s_ignoredNames = new(StringComparer.OrdinalIgnoreCase) { "manifest.json", "Thumbs.db", ".DS_Store", "desktop.ini" };
+
+    /// <summary>Every regular file (side-car captions/notes excluded) under <paramref name="dir"/> (recursively, hidden files and folders excluded), sorted ordinally.</summary>
+    public static IReadOnlyList<string> ListFiles(string dir, string? exclude = null)
+    {
+        if (!Directory.Exists(dir)) throw new DreamBoothException($"input folder not found: {dir}");
+        var excludeFull = exclude is null ? null : Path.TrimEndingDirectorySeparator(Path.GetFullPath(exclude)) + Path.DirectorySeparatorChar;
+        var opts = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.Hidden | FileAttributes.System, IgnoreInaccessible = true };
+        return Directory.EnumerateFiles(dir, "*", opts)
+            .Where(f => !Path.GetFileName(f).StartsWith('.') && !s_ignoredNames.Contains(Path.GetFileName(f)) && !s_sidecarExtensions.Contains(Path.GetExtension(f)))
+            .Where(f => excludeFull is null || !Path.GetFullPath(f).StartsWith(excludeFull, StringComparison.Ordinal))
+            .Order(StringComparer.Ordinal)
+            .ToList();
+    }
+
+    public static string Sha256(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return Convert.ToHexStringLower(SHA256.HashData(fs));
+    }
+
+    /// <summary>Header-only check: size and format without decoding pixels; a skip when the file cannot be used.</summary>
+    public static (IImageInfo? Info, IImageFormat? Format, SkippedFile? Skip) Probe(string path, IngestOptions options)
+    {
+        long length;
+        try { length = new FileInfo(path).Length; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return (null, null, new SkippedFile(path, CodeUnreadable, e.Message)); }
+        if (length == 0) return (null, null, new SkippedFile(path, CodeEmpty, "zero-byte file"));
+        if (length > options.MaxFileBytes)
+            return (null, null, new SkippedFile(path, CodeTooLarge, $"file is {length >> 20} MiB (limit {options.MaxFileBytes >> 20} MiB)"));
+        try
+        {
+            using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            var info = Image.Identify(fs, out var format);
+            if (info is null || format is null) return (null, null, new SkippedFile(path, CodeNotImage, "not a recognised image format (JPEG, PNG, WebP, BMP, TIFF, GIF)"));
+            if (info.Width <= 0 || info.Height <= 0) return (null, null, new SkippedFile(path, CodeCorrupt, $"header says {info.Width}x{info.Height}"));
+            double mp = (double)info.Width * info.Height / 1e6;
+            if (info.Width > options.MaxSide || info.Height > options.MaxSide || mp > options.MaxMegapixels)
+                return (null, null, new SkippedFile(path, CodeTooLarge, $"{info.Width}x{info.Height} ({mp:F0} MP) exceeds the limit of {options.MaxMegapixels} MP / {options.MaxSide} px per side (decompression bomb guard)"));
+            return (info, format, null);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return (null, null, new SkippedFile(path, CodeUnreadable, e.Message));
+        }
+        catch (UnknownImageFormatException)
+        {
+            return (null, null, new SkippedFile(path, CodeNotImage, "not a recognised image format (JPEG, PNG, WebP, BMP, TIFF, GIF)"));
+        }
+        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or InvalidOperationException or IndexOutOfRangeException)
+        {
+            return (null, null, new SkippedFile(path, CodeCorrupt, Flatten(e.Message)));
+        }
+    }
+
+    /// <summary>
+    /// Decodes a photo to upright RGB 8-bit (the first frame of an animation; transparency composited on
+    /// <see cref="IngestOptions.Background"/>), or says why not. Never writes to the source.
+    /// </summary>
+    public static (LoadedImage? Image, SkippedFile? Skip) Load(string path, IngestOptions? options = null, string? sha256 = null)
+    {
+        options ??= IngestOptions.Default;
+        var (info, format, skip) = Probe(path, options);
+        if (skip is not null) return (null, skip);
+        try
+        {
+            byte[] bytes = File.ReadAllBytes(path);
+            sha256 ??= Convert.ToHexStringLower(SHA256.HashData(bytes));
+            var warnings = new List<string>();
+            var ext = Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
+            if (ext.Length > 0 && !format!.FileExtensions.Contains(ext, StringComparer.OrdinalIgnoreCase))
+                warnings.Add($"extension .{ext} but the content is {format.Name}");
+            int bpp = info!.PixelType?.BitsPerPixel ?? 0;
+            if (bpp > 32) warnings.Add($"{bpp}-bit source converted to 8 bits per channel");
+            Image<Rgb24> rgb;
+            if (format is JpegFormat)
+            {
+                // no alpha in JPEG: decode straight to RGB (CMYK/YCCK/grey are converted by the decoder), 3 bytes per pixel
+                rgb = Image.Load<Rgb24>(Configuration.Default, bytes);
+            }
+            else
+            {
+                Image<Rgba32> rgba;
+                if (format is GifFormat)
+                {
+                    rgba = Image.Load<Rgba32>(Configuration.Default, bytes, new GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+                    if (IsAnimatedGif(bytes)) warnings.Add("animated GIF: only the first frame is used");
+                }
+                else
+                {
+                    rgba = Image.Load<Rgba32>(Configuration.Default, bytes);
+                }
+                using (rgba)
+                {
+                    rgb = ToRgb(rgba, options.Background, out bool hadAlpha);
+                    rgb.Metadata.ExifProfile = rgba.Metadata.ExifProfile?.DeepClone();
+                    if (hadAlpha) warnings.Add("transparency composited on a neutral background");
+                }
+            }
+            var orientation = rgb.Metadata.ExifProfile?.GetValue(ExifTag.Orientation)?.Value ?? 1;
+            if (orientation is > 1 and <= 8)
+            {
+                rgb.Mutate(c => c.AutoOrient());
+                warnings.Add($"EXIF orientation {orientation} applied");
+            }
+            var loaded = new LoadedImage
+            {
+                Image = rgb, Source = path, Sha256 = sha256, Format = format!.Name, Width = rgb.Width, Height = rgb.Height,
+            };
+            loaded.Warnings.AddRange(warnings);
+            return (loaded, null);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return (null, new SkippedFile(path, CodeUnreadable, Flatten(e.Message)));
+        }
+        catch (UnknownImageFormatException e)
+        {
+            return (null, new SkippedFile(path, CodeNotImage, Flatten(e.Message)));
+        }
+        catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or InvalidImageContentException)
+        {
+            return (null, new SkippedFile(path, CodeCorrupt, Flatten(e.Message)));
+        }
+    }
+
+    /// <summary>RGB 8-bit copy; pixels with alpha are blended over <paramref name="background"/>.</summary>
+    static Image<Rgb24> ToRgb(Image<Rgba32> src, Rgb24 background, out bool hadAlpha)
+    {
+        var dst = new Image<Rgb24>(src.Width, src.Height);
+        bool alpha = false;
+        src.ProcessPixelRows(dst, (a, b) =>
+        {
+            for (int y = 0; y < a.Height; y++)
+            {
+                var ra = a.GetRowSpan(y);
+                var rb = b.GetRowSpan(y);
+                for (int x = 0; x < ra.Length; x++)
+                {
+                    var p = ra[x];
+                    if (p.A == 255) { rb[x] = new Rgb24(p.R, p.G, p.B); continue; }
+                    alpha = true;
+                    int t = p.A, u = 255 - t;
+                    rb[x] = new Rgb24((byte)((p.R * t + background.R * u + 127) / 255), (byte)((p.G * t + background.G * u + 127) / 255), (byte)((p.B * t + background.B * u + 127) / 255));
+                }
+            }
+        });
+        hadAlpha = alpha;
+        return dst;
+    }
+
+    /// <summary>A GIF with the NETSCAPE2.0 looping extension or more than one image descriptor block.</summary>
+    internal static bool IsAnimatedGif(byte[] bytes) =>
+        bytes.AsSpan().IndexOf("NETSCAPE2.0"u8) >= 0 || bytes.AsSpan().IndexOf("ANIMEXTS1.0"u8) >= 0;
+
+    static string Flatten(string s) => s.ReplaceLineEndings(" ").Trim();
+}
