@@ -310,7 +310,7 @@ public sealed partial class ClipTokenizer
     public Tensor Tokenize(IReadOnlyList<string> prompts, PromptOptions options, Random? rng = null)
     {
         var rows = TokenizeToIds(prompts, options, rng);
-        int width = rows.Length == 0 ? 0 : rows[0].Length;
+        int width = rows.Length == 0 ? (options.PadTokens ? options.ChunkCount * ModelMaxLength : 0) : rows[0].Length;
         var flat = new long[rows.Length * width];
         for (int i = 0; i < rows.Length; i++)
             for (int j = 0; j < width; j++) flat[i * width + j] = rows[i][j];

@@ -102,7 +102,7 @@ public class ClipTokenizerTests
     }
 
     [Fact]
-    public void Matches_an_independent_statement_of_the_reference_algorithm_on_327_prompts()
+    public void Matches_an_independent_statement_of_the_reference_algorithm_on_331_fixture_prompts()
     {
         // tests/fixtures/clip/make_tokenizer_cases.py: OpenAI CLIP's algorithm in plain Python (regex, utf-8 bytes, lowest-rank merges).
         var cases = LoadCases();

@@ -130,6 +130,25 @@ public class CLIPTextModelTests
     }
 
     [Fact]
+    public void Gradients_reach_only_the_token_embeddings_that_were_used()
+    {
+        using var m = Tiny(4);
+        m.train();
+        using var ids = torch.tensor(new long[] { 49406, 320, 2368, 49407 }, dtype: ScalarType.Int64).unsqueeze(0);
+        using var h = m.Encode(ids, 2);
+        using var loss = h.pow(2).mean();
+        loss.backward();
+        var grad = m.get_parameter("text_model.embeddings.token_embedding.weight")!.grad!;
+        using var rowNorms = grad.abs().sum(1);
+        Assert.True(rowNorms[2368].item<float>() > 0);
+        Assert.True(rowNorms[320].item<float>() > 0);
+        Assert.Equal(0f, rowNorms[1125].item<float>());
+        // clip skip 2 never runs the last layer, so it gets no gradient
+        Assert.Null(m.get_parameter("text_model.encoder.layers.1.mlp.fc1.weight")!.grad);
+        Assert.NotNull(m.get_parameter("text_model.encoder.layers.0.mlp.fc1.weight")!.grad);
+    }
+
+    [Fact]
     public void Forward_leaves_no_tensors_behind()
     {
         using var m = Tiny();

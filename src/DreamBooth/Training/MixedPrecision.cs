@@ -1,0 +1,181 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+using Parameter = TorchSharp.Modules.Parameter;
+
+namespace DreamBooth.Training;
+
+/// <summary>
+/// Mixed precision by hand (TorchSharp has no autocast): the module holds a compute copy in
+/// bf16/fp16 for forward/backward, and this class holds fp32 master weights that the optimizer steps.
+/// After backward, <see cref="CopyGradsToMasters"/> puts (unscaled) fp32 grads on the masters; after the
+/// optimizer step, <see cref="CopyMastersToModel"/> rounds the masters back into the compute copy.
+/// At LR 1e-7 a bf16 weight (resolution ~4e-5 near 0.01) would never move; the fp32 master does.
+/// With fp32 compute the masters are the module's own parameters (no copy).
+/// </summary>
+public sealed class MasterWeights : IDisposable
+{
+    readonly Module _module;
+    readonly string[] _names;
+    readonly Tensor[] _masters;
+    readonly bool _shared;
+
+    public ScalarType ComputeDtype { get; }
+    /// <summary>fp32 master tensors, in the order of <see cref="Names"/> (leaf tensors; the optimizer reads their <c>.grad</c>).</summary>
+    public IReadOnlyList<Tensor> Masters => _masters;
+    public IReadOnlyList<string> Names => _names;
+
+    /// <summary>
+    /// Captures fp32 masters of the trainable parameters of <paramref name="module"/> (which must still be
+    /// fp32, so nothing is lost), then converts the module to <paramref name="computeDtype"/>.
+    /// <paramref name="include"/> selects parameters by name (default: those with requires_grad).
+    /// </summary>
+    public MasterWeights(Module module, ScalarType computeDtype, Func<string, Parameter, bool>? include = null)
+    {
+        _module = module;
+        ComputeDtype = computeDtype;
+        include ??= (_, p) => p.requires_grad;
+        var selected = module.named_parameters().Where(kv => include(kv.name, kv.parameter)).ToList();
+        foreach (var (name, p) in selected)
+            if (p.dtype != ScalarType.Float32)
+                throw new InvalidOperationException($"master weights must be captured from fp32 parameters ('{name}' is {p.dtype})");
+        _names = selected.Select(kv => kv.name).ToArray();
+        _shared = computeDtype == ScalarType.Float32;
+        if (_shared)
+        {
+            _masters = selected.Select(kv => (Tensor)kv.parameter).ToArray();
+            return;
+        }
+        using (torch.no_grad())
+            _masters = selected.Select(kv => kv.parameter.detach().clone().DetachFromDisposeScope()).ToArray();
+        module.to(computeDtype);
+    }
+
+    Parameter[] ComputeParams()
+    {
+        var all = _module.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        return _names.Select(n => all[n]).ToArray();
+    }
+
+    /// <summary>
+    /// Moves the compute copy's gradients onto the fp32 masters, multiplied by <paramref name="invScale"/>
+    /// (1/loss scale for fp16). Returns false (and sets no grads) if any gradient is inf/NaN.
+    /// Compute grads are released.
+    /// </summary>
+    public bool CopyGradsToMasters(double invScale = 1.0)
+    {
+        if (_shared)
+        {
+            if (invScale != 1.0)
+                using (torch.no_grad())
+                    foreach (var m in _masters) { using var g = m.grad; g?.mul_(invScale); }
+            return AllFinite(_masters);
+        }
+        var compute = ComputeParams();
+        if (!AllFinite(compute))
+        {
+            foreach (var p in compute) Optimizers.TrainingOptimizer.ClearGrad(p);
+            return false;
+        }
+        using (torch.no_grad())
+            for (int i = 0; i < compute.Length; i++)
+            {
+                using var g = compute[i].grad;
+                if (g is null) { Optimizers.TrainingOptimizer.ClearGrad(_masters[i]); continue; }
+                var g32 = g.to(ScalarType.Float32, copy: true);
+                if (invScale != 1.0) g32.mul_(invScale);
+                _masters[i].grad = g32;
+                g32.Dispose();
+                compute[i].grad = null;
+            }
+        return true;
+    }
+
+    /// <summary>Rounds the fp32 masters into the compute copy (after each optimizer step).</summary>
+    public void CopyMastersToModel()
+    {
+        if (_shared) return;
+        var compute = ComputeParams();
+        using var _ = torch.no_grad();
+        for (int i = 0; i < compute.Length; i++) compute[i].copy_(_masters[i]);
+    }
+
+    static bool AllFinite(IEnumerable<Tensor> ps)
+    {
+        using var scope = torch.NewDisposeScope();
+        foreach (var p in ps)
+        {
+            using var g = p.grad;
+            if (g is null) continue;
+            if (!g.isfinite().all().item<bool>()) return false;
+        }
+        return true;
+    }
+
+    public void Dispose()
+    {
+        if (!_shared) foreach (var m in _masters) m.Dispose();
+    }
+
+    public static ScalarType DtypeOf(string mixedPrecision) => mixedPrecision switch
+    {
+        "bf16" => ScalarType.BFloat16,
+        "fp16" => ScalarType.Float16,
+        "no" => ScalarType.Float32,
+        _ => throw new DreamBoothException($"mixed_precision = \"{mixedPrecision}\" is not one of: no, fp16, bf16"),
+    };
+}
+
+/// <summary>
+/// Dynamic loss scaling for fp16 (PyTorch GradScaler's rule): multiply the loss by <see cref="Scale"/>;
+/// on an inf/NaN gradient skip the step and halve the scale; after <see cref="GrowthInterval"/> clean
+/// steps double it. bf16 and fp32 use a fixed scale of 1.
+/// </summary>
+public sealed class LossScaler
+{
+    public double Scale { get; private set; }
+    public bool Enabled { get; }
+    public int GrowthInterval { get; }
+    public int CleanSteps { get; private set; }
+
+    public LossScaler(bool enabled, double initialScale = 65536.0, int growthInterval = 2000)
+    {
+        Enabled = enabled;
+        Scale = enabled ? initialScale : 1.0;
+        GrowthInterval = growthInterval;
+    }
+
+    /// <summary>Records the outcome of a step: false = gradients overflowed (step skipped).</summary>
+    public void Update(bool gradsFinite)
+    {
+        if (!Enabled) return;
+        if (!gradsFinite) { Scale = Math.Max(1.0, Scale * 0.5); CleanSteps = 0; return; }
+        if (++CleanSteps >= GrowthInterval) { Scale *= 2.0; CleanSteps = 0; }
+    }
+
+    internal void Restore(double scale, int cleanSteps) { Scale = scale; CleanSteps = cleanSteps; }
+}
+
+public static class GradientClipping
+{
+    /// <summary>
+    /// Total L2 norm of the gradients of <paramref name="parameters"/>; when <paramref name="maxNorm"/> &gt; 0
+    /// and the norm exceeds it, the gradients are scaled by maxNorm/(norm+1e-6) (PyTorch's clip_grad_norm_).
+    /// </summary>
+    public static double ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var grads = new List<Tensor>();
+        foreach (var p in parameters) { var g = p.grad; if (g is not null) grads.Add(g); }
+        if (grads.Count == 0) return 0.0;
+        var total = torch.stack(grads.Select(g => g.to(ScalarType.Float32).norm()).ToArray()).norm();
+        double norm = total.item<float>();
+        if (maxNorm > 0 && norm > maxNorm)
+        {
+            double coef = maxNorm / (norm + 1e-6);
+            foreach (var g in grads) g.mul_(coef);
+        }
+        return norm;
+    }
+}
