@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
+using DreamBooth.Schedulers;
 
 namespace DreamBooth.Evaluation;
 
@@ -148,9 +149,9 @@ public sealed class XYAxis
     public static XYAxis Seeds(IEnumerable<long> values) => new(XYAxisKind.Seed, values.Cast<object>().ToList());
     public static XYAxis Steps(IEnumerable<int> values) => new(XYAxisKind.Steps, values.Select(CheckSteps).Cast<object>().ToList());
 
-    /// <summary>Samplers by A1111 name; <paramref name="canonical"/> checks and normalises each name (the pipeline's sampler list).</summary>
+    /// <summary>Samplers by A1111 name, checked and spelled as <see cref="SamplerFactory"/> knows them (or by <paramref name="canonical"/>).</summary>
     public static XYAxis Samplers(IEnumerable<string> names, Func<string, string>? canonical = null) =>
-        new(XYAxisKind.Sampler, names.Select(n => canonical is null ? n.Trim() : canonical(n)).Cast<object>().ToList());
+        new(XYAxisKind.Sampler, names.Select(canonical ?? SamplerFactory.Canonical).Cast<object>().ToList());
 
     /// <summary>An axis kind from its name: checkpoint, prompt (or "prompt s/r", "sr"), cfg, seed, steps, sampler.</summary>
     public static XYAxisKind ParseKind(string name) => name.Trim().ToLowerInvariant().Replace(" ", "").Replace("_", "") switch
@@ -166,7 +167,7 @@ public sealed class XYAxis
 
     /// <summary>
     /// An axis from A1111's value text. Checkpoint values are paths (one folder = all its saved epochs);
-    /// <paramref name="canonicalSampler"/> validates sampler names.
+    /// sampler names are checked against <see cref="SamplerFactory"/> unless <paramref name="canonicalSampler"/> is given.
     /// </summary>
     public static XYAxis Parse(XYAxisKind kind, string text, Func<string, string>? canonicalSampler = null)
     {

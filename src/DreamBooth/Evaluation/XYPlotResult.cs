@@ -1,8 +1,5 @@
-using System.Globalization;
-using System.Text;
-using DreamBooth.IO;
+using DreamBooth.Pipelines;
 using SixLabors.ImageSharp;
-using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
 
 namespace DreamBooth.Evaluation;
@@ -48,24 +45,23 @@ public sealed class XYPlotResult : IDisposable
         get
         {
             var first = Cells[0].Request;
-            var sb = new StringBuilder(first.Prompt);
-            if (first.NegativePrompt.Length > 0) sb.Append("\nNegative prompt: ").Append(first.NegativePrompt);
-            var p = new List<string>
+            var extra = new List<KeyValuePair<string, string>>
             {
-                $"Steps: {first.Steps}", $"Sampler: {first.Sampler}", $"CFG scale: {XYAxis.Format(first.Cfg)}",
-                $"Seed: {first.Seed.ToString(CultureInfo.InvariantCulture)}",
-                $"Size: {Cells[0].Image.Width}x{Cells[0].Image.Height}",
+                new("X Type", A1111TypeName(Spec.X.Kind)),
+                new("X Values", Spec.X.RawValues()),
             };
-            if (first.Checkpoint is not null) p.Add($"Model: {System.IO.Path.GetFileNameWithoutExtension(first.Checkpoint.Path)}");
-            if (first.ClipSkip != 1) p.Add($"Clip skip: {first.ClipSkip}");
-            p.Add($"X Type: {A1111TypeName(Spec.X.Kind)}");
-            p.Add($"X Values: {Quote(Spec.X.RawValues())}");
             if (Spec.Y is not null)
             {
-                p.Add($"Y Type: {A1111TypeName(Spec.Y.Kind)}");
-                p.Add($"Y Values: {Quote(Spec.Y.RawValues())}");
+                extra.Add(new("Y Type", A1111TypeName(Spec.Y.Kind)));
+                extra.Add(new("Y Values", Spec.Y.RawValues()));
             }
-            return sb.Append('\n').Append(string.Join(", ", p)).ToString();
+            return new GenerationInfo
+            {
+                Prompt = first.Prompt, NegativePrompt = first.NegativePrompt, Steps = first.Steps, Sampler = first.Sampler,
+                CfgScale = first.Cfg, Seed = first.Seed, Width = Cells[0].Image.Width, Height = Cells[0].Image.Height,
+                ModelName = first.Checkpoint is null ? null : System.IO.Path.GetFileNameWithoutExtension(first.Checkpoint.Path),
+                ClipSkip = first.ClipSkip, Extra = extra,
+            }.ToInfotext();
         }
     }
 
@@ -81,29 +77,16 @@ public sealed class XYPlotResult : IDisposable
         _ => kind.ToString(),
     };
 
-    static string Quote(string v) => "\"" + v.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
-
     /// <summary>Saves the grid as PNG (atomically) with the infotext in a <c>parameters</c> text chunk; returns the full path.</summary>
     public string Save(string path)
     {
         if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
-            throw new DreamBoothException($"x/y plot output '{path}' must be a .png file");
+            throw new DreamBoothException($"x/y plot output '{path}': the grid is written as PNG, give a .png path");
         var full = System.IO.Path.GetFullPath(path);
-        var infotext = Infotext;
         using var copy = Grid.Clone();
-        var meta = copy.Metadata.GetPngMetadata();
-        meta.TextData.Clear();
-        meta.TextData.Add(new PngTextData("parameters", infotext, "", ""));
-        AtomicFile.Write(full, s => copy.SaveAsPng(s, new PngEncoder { TextCompressionThreshold = int.MaxValue }));
+        PngInfotext.Save(copy, full, Infotext);
         Path = full;
         return full;
-    }
-
-    /// <summary>Reads the <c>parameters</c> text chunk of a PNG (null when absent).</summary>
-    public static string? ReadInfotext(string pngPath)
-    {
-        var info = Image.Identify(pngPath) ?? throw new DreamBoothException($"'{pngPath}' is not an image");
-        return info.Metadata.GetPngMetadata().TextData.FirstOrDefault(t => t.Keyword == "parameters").Value;
     }
 
     public void Dispose()

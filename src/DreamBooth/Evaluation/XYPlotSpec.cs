@@ -1,4 +1,6 @@
 using System.Globalization;
+using DreamBooth.Pipelines;
+using DreamBooth.Schedulers;
 
 namespace DreamBooth.Evaluation;
 
@@ -44,6 +46,7 @@ public sealed record XYPlotSpec
         if (ClipSkip is < 1 or > 12) throw new DreamBoothException($"x/y plot: clip skip {ClipSkip} must be 1..12");
         if (Width is int w && (w < 8 || w % 8 != 0)) throw new DreamBoothException($"x/y plot: width {w} must be a positive multiple of 8");
         if (Height is int h && (h < 8 || h % 8 != 0)) throw new DreamBoothException($"x/y plot: height {h} must be a positive multiple of 8");
+        string sampler = SamplerFactory.Canonical(Sampler);
         if (Seed < -1) throw new DreamBoothException($"x/y plot: seed {Seed} must be ≥ 0 (or −1 for random)");
         if (Axes.Any(a => a.Kind == XYAxisKind.Checkpoint) && Checkpoint is not null)
             throw new DreamBoothException("x/y plot: the checkpoint is an axis, so no fixed checkpoint may be given as well");
@@ -56,9 +59,10 @@ public sealed record XYPlotSpec
         foreach (var a in Axes.Where(a => a.Kind == XYAxisKind.Seed))
             foreach (long s in a.Values.Cast<long>())
                 if (s < 0) throw new DreamBoothException($"Seed axis: {s} must be ≥ 0 (a random seed per cell would make the grid unrepeatable)");
-        if (Seed >= 0) return this;
+        var resolved = this with { Sampler = sampler };
+        if (Seed >= 0) return resolved;
         var r = rng ?? Random.Shared;
-        return this with { Seed = r.NextInt64(0, uint.MaxValue) };
+        return resolved with { Seed = r.NextInt64(0, GenerationRequest.MaxRandomSeed + 1) };
     }
 
     /// <summary>

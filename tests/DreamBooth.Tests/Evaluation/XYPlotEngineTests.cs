@@ -101,9 +101,9 @@ public class XYPlotEngineTests
         using var dir = Infrastructure.TestPaths.NewTempDir();
         var path = result.Save(dir.File("grid.png"));
         Assert.Equal(path, result.Path);
-        var text = XYPlotResult.ReadInfotext(path);
+        var text = DreamBooth.Pipelines.PngInfotext.ReadText(path);
         Assert.Equal(
-            "photo of sks dog\nNegative prompt: blurry\nSteps: 12, Sampler: Euler a, CFG scale: 6, Seed: 77, Size: 16x16, Model: sks_0010, " +
+            "photo of sks dog\nNegative prompt: blurry\nSteps: 12, Sampler: Euler a, CFG scale: 6, Seed: 77, Size: 16x16, Model: sks_0010, Clip skip: 1, " +
             "X Type: Checkpoint name, X Values: \"sks_0010.safetensors, sks_0020.safetensors\", Y Type: Prompt S/R, Y Values: \"sks dog, \\\"a dog, wet\\\"\"",
             text);
         using var back = Image.Load<Rgb24>(path);
