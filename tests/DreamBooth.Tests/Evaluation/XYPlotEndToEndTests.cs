@@ -15,7 +15,7 @@ using Size = SixLabors.ImageSharp.Size;
 namespace DreamBooth.Tests.Evaluation;
 
 /// <summary>The x/y plot over real (tiny, random) single-file checkpoints, through the txt2img pipeline.</summary>
-public class XYPlotEndToEndTests
+public class XYPlotEndToEndTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     /// <summary>A training output folder: sks_0001/sks_0002.safetensors (different random weights), the tiny configs and tokenizer/ beside them.</summary>
     static TempDir TinyRun(params int[] epochs)
@@ -42,6 +42,11 @@ public class XYPlotEndToEndTests
         TextEncoderConfig = CLIPTextConfig.Tiny, UNetConfig = UNet2DConditionConfig.Tiny, VaeConfig = AutoencoderKLConfig.Tiny,
     };
 
+    sealed class Log(Action<XYPlotProgress> write) : IProgress<XYPlotProgress>
+    {
+        public void Report(XYPlotProgress value) => write(value);
+    }
+
     static byte[] Pixels(Image<Rgb24> image)
     {
         var bytes = new byte[image.Width * image.Height * 3];
@@ -52,7 +57,9 @@ public class XYPlotEndToEndTests
     [Fact]
     public void Two_tiny_checkpoints_load_once_each_and_render_deterministically()
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         using var run = TinyRun(1, 2);
+        output.WriteLine($"made 2 tiny checkpoints in {clock.Elapsed.TotalSeconds:0.0} s");
         int loads = 0;
         var options = TinyOptions(run);
         using var renderer = new Txt2ImgCellRenderer(c => { loads++; return StableDiffusionModel.Load(c.Path, options); });
@@ -62,7 +69,9 @@ public class XYPlotEndToEndTests
             Y = XYAxis.Parse(XYAxisKind.Prompt, "sks dog, a cat"),
             Prompt = "a photo of sks dog", Steps = 3, Seed = 1234, Sampler = "Euler",
         };
-        using var result = XYPlotEngine.Run(spec, renderer);
+        clock.Restart();
+        using var result = XYPlotEngine.Run(spec, renderer, new Log(p => output.WriteLine($"{p.Elapsed.TotalSeconds,6:0.00}s {p}")));
+        output.WriteLine($"2×2 grid, 3 steps: {clock.Elapsed.TotalSeconds:0.0} s ({result.Elapsed.TotalSeconds / 4:0.00} s per cell incl. loads)");
 
         Assert.Equal(2, loads);
         Assert.Equal(2, result.CheckpointLoads);
