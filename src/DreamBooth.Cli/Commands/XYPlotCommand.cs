@@ -1,10 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using DreamBooth.Checkpoints;
 using DreamBooth.Evaluation;
-using DreamBooth.Models.Clip;
-using DreamBooth.Models.UNet;
-using DreamBooth.Models.Vae;
 using DreamBooth.Pipelines;
 using DreamBooth.Schedulers;
 
@@ -57,9 +53,9 @@ public sealed class XYPlotCommand : ICliCommand
             w.WriteLine($"x/y plot: {spec.X.Name()} ({spec.X.Count}) × {spec.Y?.Name() ?? "—"} ({spec.Y?.Count ?? 1}), seed {spec.Seed}");
             var torchInfo = CliApp.Torch();
             var first = spec.Checkpoint ?? (spec.X.Kind == XYAxisKind.Checkpoint ? spec.X : spec.Y!).Values.Cast<XYCheckpoint>().First();
-            var loadOptions = LoadOptions(first, parse.GetValue(tokenizer), parse.GetValue(modelConfig));
-            var pipelineOptions = PipelineFor(parse.GetValue(device), torchInfo.CudaAvailable);
-            w.WriteLine($"device: {pipelineOptions.Device?.ToString() ?? "cpu"} ({pipelineOptions.Dtype.ToString().ToLowerInvariant()})");
+            var loadOptions = Txt2ImgCellRenderer.LoadOptionsFor(first, parse.GetValue(tokenizer), parse.GetValue(modelConfig));
+            var (pipelineOptions, deviceName) = PipelineFor(parse.GetValue(device), torchInfo.CudaAvailable);
+            w.WriteLine($"device: {deviceName} ({(pipelineOptions.Dtype == TorchSharp.torch.ScalarType.Float16 ? "float16" : "float32")})");
             using var renderer = new Txt2ImgCellRenderer(loadOptions, pipelineOptions);
             var progress = new Progress(w);
             using var result = XYPlotEngine.Run(spec, renderer, progress, ct);
@@ -148,40 +144,12 @@ public sealed class XYPlotCommand : ICliCommand
 
     static string CanonicalSampler(string name) => SamplerFactory.Canonical(name);
 
-    /// <summary>
-    /// How single-file checkpoints are read: the tokenizer and component configs from the options, else from
-    /// tokenizer/ and text_encoder|unet|vae/config.json beside the checkpoint (how tiny and toy runs are saved).
-    /// </summary>
-    public static ModelLoadOptions LoadOptions(XYCheckpoint first, string? tokenizer, string? modelConfig)
-    {
-        string beside = Path.GetDirectoryName(first.Path) ?? ".";
-        if (tokenizer is null && Directory.Exists(Path.Combine(beside, "tokenizer"))) tokenizer = Path.Combine(beside, "tokenizer");
-        if (tokenizer is not null && !File.Exists(tokenizer) && !Directory.Exists(tokenizer))
-            throw new DreamBoothException($"--tokenizer '{tokenizer}' not found");
-        string? configDir = modelConfig;
-        if (configDir is null && File.Exists(Path.Combine(beside, "unet", "config.json"))) configDir = beside;
-        if (configDir is not null && !Directory.Exists(configDir)) throw new DreamBoothException($"--model-config '{configDir}' is not a folder");
-        string? Config(string component)
-        {
-            if (configDir is null) return null;
-            var p = Path.Combine(configDir, component, "config.json");
-            return File.Exists(p) ? p : throw new DreamBoothException($"--model-config: missing {component}/config.json in '{configDir}'");
-        }
-        return new ModelLoadOptions
-        {
-            TokenizerPath = tokenizer,
-            TextEncoderConfig = Config("text_encoder") is { } te ? CLIPTextConfig.Load(te) : null,
-            UNetConfig = Config("unet") is { } u ? UNet2DConditionConfig.Load(u) : null,
-            VaeConfig = Config("vae") is { } v ? AutoencoderKLConfig.Load(v) : null,
-        };
-    }
-
-    static PipelineOptions PipelineFor(string? device, bool cudaAvailable)
+    static (PipelineOptions Options, string Device) PipelineFor(string? device, bool cudaAvailable)
     {
         string name = (device ?? (cudaAvailable ? "cuda" : "cpu")).Trim().ToLowerInvariant();
-        if (name == "cpu") return new PipelineOptions { Device = TorchSharp.torch.CPU, Dtype = TorchSharp.torch.ScalarType.Float32 };
+        if (name == "cpu") return (new PipelineOptions { Device = TorchSharp.torch.CPU, Dtype = TorchSharp.torch.ScalarType.Float32 }, name);
         if (!name.StartsWith("cuda", StringComparison.Ordinal)) throw new DreamBoothException($"--device '{device}': expected cpu, cuda or cuda:N");
         if (!cudaAvailable) throw new DreamBoothException($"--device {name}: CUDA is not available (run 'dreambooth doctor')");
-        return new PipelineOptions { Device = TorchSharp.torch.device(name), Dtype = TorchSharp.torch.ScalarType.Float16 };
+        return (new PipelineOptions { Device = TorchSharp.torch.device(name), Dtype = TorchSharp.torch.ScalarType.Float16 }, name);
     }
 }

@@ -1,4 +1,7 @@
 using DreamBooth.Checkpoints;
+using DreamBooth.Models.Clip;
+using DreamBooth.Models.UNet;
+using DreamBooth.Models.Vae;
 using DreamBooth.Pipelines;
 using DreamBooth.Schedulers;
 using SixLabors.ImageSharp;
@@ -75,6 +78,34 @@ public sealed class Txt2ImgCellRenderer : ICellRenderer, IDisposable
         };
         using var result = _pipeline.Generate(request, StepProgress, cancellationToken);
         return result.Images[0].Image.Clone();
+    }
+
+    /// <summary>
+    /// How single-file checkpoints are read: the tokenizer and component configs from the options, else from
+    /// tokenizer/ and text_encoder|unet|vae/config.json beside the checkpoint (how tiny and toy runs are saved).
+    /// </summary>
+    public static ModelLoadOptions LoadOptionsFor(XYCheckpoint first, string? tokenizer = null, string? modelConfig = null)
+    {
+        string beside = Path.GetDirectoryName(first.Path) ?? ".";
+        if (tokenizer is null && Directory.Exists(Path.Combine(beside, "tokenizer"))) tokenizer = Path.Combine(beside, "tokenizer");
+        if (tokenizer is not null && !File.Exists(tokenizer) && !Directory.Exists(tokenizer))
+            throw new DreamBoothException($"tokenizer '{tokenizer}' not found");
+        string? configDir = modelConfig;
+        if (configDir is null && File.Exists(Path.Combine(beside, "unet", "config.json"))) configDir = beside;
+        if (configDir is not null && !Directory.Exists(configDir)) throw new DreamBoothException($"model config folder '{configDir}' does not exist");
+        string? Config(string component)
+        {
+            if (configDir is null) return null;
+            var p = Path.Combine(configDir, component, "config.json");
+            return File.Exists(p) ? p : throw new DreamBoothException($"model config folder '{configDir}': missing {component}/config.json");
+        }
+        return new ModelLoadOptions
+        {
+            TokenizerPath = tokenizer,
+            TextEncoderConfig = Config("text_encoder") is { } te ? CLIPTextConfig.Load(te) : null,
+            UNetConfig = Config("unet") is { } u ? UNet2DConditionConfig.Load(u) : null,
+            VaeConfig = Config("vae") is { } v ? AutoencoderKLConfig.Load(v) : null,
+        };
     }
 
     void Release()
