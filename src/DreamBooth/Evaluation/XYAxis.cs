@@ -30,7 +30,8 @@ public sealed record XYCheckpoint(string Path, string Name, int? Epoch)
 
     /// <summary>
     /// Every saved epoch in a training output folder (<c>{name}_{epoch:04d}.safetensors</c>, also .ckpt),
-    /// ordered by epoch. Files without an epoch in their name are left out; several run names in one folder are an error.
+    /// ordered by epoch. Files without an epoch at the end of their name (EMA copies `_ema`, mid-epoch saves `_s000123`,
+    /// a base model) are left out; several run names in one folder are an error.
     /// </summary>
     public static IReadOnlyList<XYCheckpoint> FindEpochs(string directory)
     {

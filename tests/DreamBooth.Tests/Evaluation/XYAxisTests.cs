@@ -95,7 +95,7 @@ public class XYAxisTests
     public void Checkpoint_folder_lists_saved_epochs_in_epoch_order()
     {
         using var dir = TestPaths.NewTempDir();
-        foreach (var name in new[] { "run_0010.safetensors", "run_0002.safetensors", "run_0100.safetensors", "notes.txt", "base.safetensors" })
+        foreach (var name in new[] { "run_0010.safetensors", "run_0002.safetensors", "run_0100.safetensors", "notes.txt", "base.safetensors", "run_0010_ema.safetensors", "run_0010_s000050.safetensors" })
             File.WriteAllText(dir.File(name), "x");
         var axis = XYAxis.Parse(XYAxisKind.Checkpoint, dir.Path);
         Assert.Equal([2, 10, 100], axis.Values.Cast<XYCheckpoint>().Select(c => c.Epoch!.Value));
