@@ -45,6 +45,17 @@ public class ToyPretrainerTests
         Assert.Equal(unetA, unetB);
         Assert.Contains("\"F16\"", System.Text.Encoding.ASCII.GetString(unetA, 8, 400));
         Assert.Contains("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight", System.Text.Encoding.ASCII.GetString(unetA, 8, (int)BitConverter.ToInt64(unetA, 0)));
+        // the embedded layout: single file + tokenizer + configs, loadable and equal to the diffusers weights
+        Assert.True(File.Exists(Path.Combine(a.ModelDirectory, ToyAssets.CheckpointFileName)));
+        using (var fromSingle = ToyAssets.LoadModel(a.ModelDirectory))
+        using (var fromDiffusers = DreamBooth.Checkpoints.StableDiffusionModel.Load(a.DiffusersDirectory))
+        {
+            var s1 = fromSingle.UNet.state_dict();
+            var s2 = fromDiffusers.UNet.state_dict();
+            Assert.Equal(s2.Count, s1.Count);
+            foreach (var (k, v) in s2) Assert.True(v.to_type(ScalarType.Float32).allclose(s1[k].to_type(ScalarType.Float32)), k);
+            Assert.Equal(a.ScalingFactor, fromSingle.Vae.Config.ScalingFactor, 5);
+        }
         var vaeJson = File.ReadAllText(Path.Combine(a.DiffusersDirectory, "vae", "config.json"));
         Assert.Contains("\"scaling_factor\"", vaeJson);
     }
