@@ -80,6 +80,21 @@ public class ToyPretrainerTests
     }
 
     [Fact]
+    public void The_embedded_model_loads_with_the_default_toy_configs_and_stays_small()
+    {
+        var dir = Path.Combine(TestPaths.DataSamples, "toy", "model");
+        using var model = ToyAssets.LoadModel(dir);
+        var d = ToyModelConfig.Default;
+        Assert.Equal(d.UNet.BlockOutChannels, model.UNet.Config.BlockOutChannels);
+        Assert.Equal(d.Vae.BlockOutChannels, model.Vae.Config.BlockOutChannels);
+        Assert.Equal(d.TextEncoder.HiddenSize, model.TextEncoder.Config.HiddenSize);
+        Assert.NotEqual(0.18215, model.Vae.Config.ScalingFactor); // measured on the pretraining latents
+        long bytes = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.True(bytes <= 20L << 20, $"data-samples/toy/model is {bytes} bytes");
+        Assert.True(File.Exists(Path.Combine(dir, "MODEL_CARD.md")));
+    }
+
+    [Fact]
     public void Bad_options_are_user_errors()
     {
         var tok = Tokenizer();
