@@ -76,9 +76,10 @@ public sealed class FlatLion : IDisposable
                 long total = sizes.Sum();
                 largest = Math.Max(largest, total);
                 var dev = device ?? torch.CPU;
+                // empty: pages are touched slice by slice as the old parameter and gradient storage is released,
+                // so flattening never holds two copies of the model; the momentum is allocated afterwards
                 var flatP = torch.empty(total, ScalarType.Float32, dev).DetachFromDisposeScope();
-                var flatG = torch.zeros(total, ScalarType.Float32, dev).DetachFromDisposeScope();
-                var flatM = torch.zeros(total, ScalarType.Float32, dev).DetachFromDisposeScope();
+                var flatG = torch.empty(total, ScalarType.Float32, dev).DetachFromDisposeScope();
                 var gradViews = new Tensor[sizes.Length];
                 for (int i = 0; i < sizes.Length; i++)
                 {
@@ -88,10 +89,13 @@ public sealed class FlatLion : IDisposable
                     p.set_(pView);   // the parameter now lives in the flat buffer
                     pView.Dispose();
                     var gView = flatG.narrow(0, offsets[i], sizes[i]).view(p.shape).DetachFromDisposeScope();
-                    using (var old = p.grad) if (old is not null) gView.copy_(old);
+                    using (var old = p.grad)
+                        if (old is not null) gView.copy_(old);
+                        else gView.zero_();
                     p.grad = gView;
                     gradViews[i] = gView;
                 }
+                var flatM = torch.zeros(total, ScalarType.Float32, dev).DetachFromDisposeScope();
                 _flat[gi] = new FlatGroup(g, flatP, flatG, flatM, offsets, sizes, gradViews);
             }
         _scratch = torch.empty(Math.Min(largest, chunkElements), ScalarType.Float32, device ?? torch.CPU).DetachFromDisposeScope();
