@@ -297,7 +297,7 @@ public class DreamBoothTrainerTests
     public void Each_setting_acts(string setting)
     {
         using var dir = TestPaths.NewTempDir();
-        var baseCfg = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, MaxGradNorm = 0, WeightDecay = 0, UseEma = true, EmaDecay = 0.9, SaveEveryEpochs = 1, SaveEmaWeights = true, LrScheduler = "constant" };
+        var baseCfg = BaseActingConfig(dir);
         var changed = setting switch
         {
             "learning_rate" => baseCfg with { LearningRate = 2e-3 },
@@ -324,7 +324,7 @@ public class DreamBoothTrainerTests
             "cache_latents" => baseCfg with { CacheLatents = false },
             _ => throw new ArgumentException(setting),
         };
-        var x = RunAndLoad(baseCfg with { OutputDir = dir.File("a") });
+        var x = Baseline.Value;
         var y = RunAndLoad(changed with { OutputDir = dir.File("b") });
         string file = setting == "ema_decay" ? "ema" : "plain";
         if (setting == "cache_latents")
@@ -336,6 +336,16 @@ public class DreamBoothTrainerTests
         }
         Assert.Contains(x[file].Keys, k => !x[file][k].BitEqual(y[file][k]));
     }
+
+    /// <summary>The unchanged run, shared by every case (its inputs are rebuilt identically in each case's temp folder).</summary>
+    static readonly Lazy<Dictionary<string, Dictionary<string, Tensor>>> Baseline = new(() =>
+    {
+        var dir = TestPaths.NewTempDir();
+        return RunAndLoad(BaseActingConfig(dir) with { OutputDir = dir.File("a") });
+    });
+
+    static TrainingConfig BaseActingConfig(TempDir dir) =>
+        TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, MaxGradNorm = 0, WeightDecay = 0, UseEma = true, EmaDecay = 0.9, SaveEveryEpochs = 1, SaveEmaWeights = true, LrScheduler = "constant" };
 
     static Dictionary<string, Dictionary<string, Tensor>> RunAndLoad(TrainingConfig c)
     {
