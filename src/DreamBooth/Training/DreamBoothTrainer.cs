@@ -68,6 +68,9 @@ public sealed class DreamBoothTrainer : IDisposable
     public TrainingOptimizer Optimizer => _optimizer;
     public bool TextEncoderFrozen => _teFrozen;
 
+    /// <summary>Test hook: called with the step number before each forward/backward (to inject failures such as an OOM).</summary>
+    internal Action<int>? BeforeTrainStep { get; set; }
+
     /// <summary>Class images generated (or found sufficient) before training, one report per concept that generates.</summary>
     public IReadOnlyList<DreamBooth.Pipelines.ClassImageReport> ClassImageReports { get; }
 
@@ -266,7 +269,26 @@ public sealed class DreamBoothTrainer : IDisposable
                     images += batch.Images.Count;
                     using var scope = torch.NewDisposeScope();
                     var inputs = Prepare(batch, gen, rng);
-                    var r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                    (double Loss, double Instance, double Prior) r;
+                    try
+                    {
+                        BeforeTrainStep?.Invoke(_step + 1);
+                        r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                    }
+                    catch (Exception e) when (OomBackoff.IsOutOfMemory(e))
+                    {
+                        var action = OomBackoff.Next(_sd.UNet.GradientCheckpointing, _c.BatchSize);
+                        string message = OomBackoff.Describe(action, _step + 1, _c.BatchSize);
+                        if (action != OomAction.EnableGradientCheckpointing) throw new DreamBoothException(message);
+                        _sd.UNet.GradientCheckpointing = true;
+                        foreach (var p in _sd.UNet.parameters().Concat(_sd.TextEncoder.parameters())) TrainingOptimizer.ClearGrad(p);
+                        progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, Epoch = _epoch, Message = message });
+                        gen = NewGenerator(_step);   // the same step again, with the same noise
+                        rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
+                        loss = inst = prior = 0; priorCount = 0; images = 0;
+                        a = -1;
+                        continue;
+                    }
                     loss += r.Loss / take; inst += r.Instance / take;
                     if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
                 }

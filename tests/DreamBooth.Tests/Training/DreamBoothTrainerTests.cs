@@ -17,8 +17,36 @@ public class DreamBoothTrainerTests
 {
     static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz")));
 
-    internal static StableDiffusionModel TinyModel(long seed = 1) =>
-        StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+    static readonly object TinyGate = new();
+    static readonly Dictionary<long, Dictionary<string, Tensor>> TinyWeights = new();
+
+    /// <summary>
+    /// The tiny random model of <paramref name="seed"/>, bit-identical on every call: the first call's weights are
+    /// kept and copied into later instances (random init draws from torch's global generator, which tests in
+    /// other classes use at the same time).
+    /// </summary>
+    internal static StableDiffusionModel TinyModel(long seed = 1)
+    {
+        lock (TinyGate)
+        {
+            var m = StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+            var parts = new (string Prefix, nn.Module Module)[] { ("te.", m.TextEncoder), ("unet.", m.UNet), ("vae.", m.Vae) };
+            using (torch.no_grad())
+            {
+                if (!TinyWeights.TryGetValue(seed, out var w))
+                {
+                    TinyWeights[seed] = parts.SelectMany(p => p.Module.state_dict().Select(kv => (p.Prefix + kv.Key, kv.Value.detach().clone().DetachFromDisposeScope())))
+                        .ToDictionary(x => x.Item1, x => x.Item2);
+                }
+                else
+                {
+                    foreach (var (prefix, module) in parts)
+                        foreach (var (k, v) in module.state_dict()) v.copy_(w[prefix + k]);
+                }
+            }
+            return m;
+        }
+    }
 
     static void WriteImage(string path, int w, int h, int seed)
     {

@@ -114,3 +114,46 @@ public class TrainerOutputsTests
             Assert.Contains(tag, text);
     }
 }
+
+public class OomBackoffTests
+{
+    [Fact]
+    public void Decision_is_checkpointing_then_halve_batch_then_give_up()
+    {
+        Assert.True(OomBackoff.IsOutOfMemory(new System.Runtime.InteropServices.ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB")));
+        Assert.False(OomBackoff.IsOutOfMemory(new System.Runtime.InteropServices.ExternalException("shape mismatch")));
+        Assert.False(OomBackoff.IsOutOfMemory(new InvalidOperationException("out of memory")));
+        Assert.Equal(OomAction.EnableGradientCheckpointing, OomBackoff.Next(gradientCheckpointing: false, batchSize: 4));
+        Assert.Equal(OomAction.HalveBatch, OomBackoff.Next(gradientCheckpointing: true, batchSize: 4));
+        Assert.Equal(OomAction.GiveUp, OomBackoff.Next(gradientCheckpointing: true, batchSize: 1));
+        Assert.Contains("batch_size to 2", OomBackoff.Describe(OomAction.HalveBatch, 3, 4));
+    }
+
+    [Fact]
+    public void Injected_oom_enables_checkpointing_retries_the_step_then_stops_with_the_batch_advice()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = DreamBoothTrainerTests.TinyConfig(dir, prior: false) with { Epochs = 1, BatchSize = 2, TextEncoderStepRatio = 0 };
+        using var m = DreamBoothTrainerTests.TinyModel();
+        using var t = new DreamBoothTrainer(c, m);
+        int failures = 0;
+        t.BeforeTrainStep = step => { if (failures++ < 2) throw new System.Runtime.InteropServices.ExternalException("CUDA out of memory. Tried to allocate 1 GiB"); };
+        var messages = new List<string>();
+        var e = Assert.Throws<DreamBoothException>(() => t.Run(new Sync(ev => { if (ev.Kind == TrainingEventKind.Message) messages.Add(ev.Message!); })));
+        Assert.True(m.UNet.GradientCheckpointing);
+        Assert.Contains(messages, s => s.Contains("enabled gradient checkpointing"));
+        Assert.Contains("set batch_size to 1", e.Message);
+
+        // one failure only: checkpointing on, the step is retried and the run completes
+        using var dir2 = TestPaths.NewTempDir();
+        using var m2 = DreamBoothTrainerTests.TinyModel();
+        using var t2 = new DreamBoothTrainer(c with { OutputDir = dir2.File("out") }, m2);
+        int once = 0;
+        t2.BeforeTrainStep = step => { if (once++ == 0) throw new System.Runtime.InteropServices.ExternalException("CUDA out of memory"); };
+        var r = t2.Run();
+        Assert.Equal(1, r.Steps);
+        Assert.True(m2.UNet.GradientCheckpointing);
+    }
+
+    sealed class Sync(Action<TrainingEvent> a) : IProgress<TrainingEvent> { public void Report(TrainingEvent v) => a(v); }
+}
