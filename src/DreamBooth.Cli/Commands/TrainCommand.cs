@@ -46,10 +46,11 @@ public sealed class TrainCommand : ICliCommand
 
             CliApp.Torch();
             using var model = StableDiffusionModel.Load(cfg.PretrainedModel);
-            using var trainer = new DreamBoothTrainer(cfg, model);
-            if (resumeDir is not null) trainer.LoadState(resumeDir.FullName);
             int n = Math.Max(1, parse.GetValue(every));
             var progress = new SyncProgress(e => Print(w, e, n));
+            // missing class images are generated here (library side), previews use Txt2ImgPreviewRenderer.For(cfg)
+            using var trainer = await Task.Run(() => new DreamBoothTrainer(cfg, model, setupProgress: progress, setupCancellation: ct), CancellationToken.None);
+            if (resumeDir is not null) trainer.LoadState(resumeDir.FullName);
             var result = await Task.Run(() => trainer.Run(progress, ct), CancellationToken.None);
             w.WriteLine(result.Cancelled
                 ? $"cancelled at step {result.Steps}; resume with: dreambooth train --resume {cfg.OutputDir}"

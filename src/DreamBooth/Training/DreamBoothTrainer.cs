@@ -68,15 +68,29 @@ public sealed class DreamBoothTrainer : IDisposable
     public TrainingOptimizer Optimizer => _optimizer;
     public bool TextEncoderFrozen => _teFrozen;
 
-    public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null)
+    /// <summary>Test hook: called with the step number before each forward/backward (to inject failures such as an OOM).</summary>
+    internal Action<int>? BeforeTrainStep { get; set; }
+
+    /// <summary>Class images generated (or found sufficient) before training, one report per concept that generates.</summary>
+    public IReadOnlyList<DreamBooth.Pipelines.ClassImageReport> ClassImageReports { get; }
+
+    /// <summary>
+    /// Sets up a run: moves the models to the device, generates missing class images (concepts with
+    /// generate_class_images), scans the data, builds the fp32 masters, optimizer, EMA and latent cache.
+    /// <paramref name="previews"/> defaults to <see cref="Txt2ImgPreviewRenderer.For"/> when preview_every_epochs &gt; 0.
+    /// </summary>
+    public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null,
+        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default)
     {
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
         _sd = model;
-        _previews = previews;
-        if (config.PreviewEveryEpochs > 0 && previews is null)
-            throw new DreamBoothException("preview_every_epochs > 0 needs a preview renderer (the sampling pipeline); set preview_every_epochs to 0");
+        _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config) : null);
         _device = ResolveDevice(config.Device);
+        model.Vae.to(_device);
+        model.UNet.to(_device);
+        model.TextEncoder.to(_device);
+        ClassImageReports = ClassImagePreparation.Run(config, model, setupProgress, setupCancellation);
         _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
         if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
             throw new DreamBoothException("mixed_precision = \"fp16\" needs a CUDA device (use bf16 or no on the CPU)");
@@ -221,6 +235,7 @@ public sealed class DreamBoothTrainer : IDisposable
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, "config.json"), _c.ToJson() + "\n");
         string csv = Path.Combine(_c.OutputDir, "log.csv");
         if (_step == 0 || !File.Exists(csv)) File.WriteAllText(csv, TrainingEvent.CsvHeader + "\n");
+        var tensorboard = new TensorBoardLog(Path.Combine(_c.OutputDir, "tensorboard"));
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
             Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch, {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
 
@@ -254,7 +269,26 @@ public sealed class DreamBoothTrainer : IDisposable
                     images += batch.Images.Count;
                     using var scope = torch.NewDisposeScope();
                     var inputs = Prepare(batch, gen, rng);
-                    var r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                    (double Loss, double Instance, double Prior) r;
+                    try
+                    {
+                        BeforeTrainStep?.Invoke(_step + 1);
+                        r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                    }
+                    catch (Exception e) when (OomBackoff.IsOutOfMemory(e))
+                    {
+                        var action = OomBackoff.Next(_sd.UNet.GradientCheckpointing, _c.BatchSize);
+                        string message = OomBackoff.Describe(action, _step + 1, _c.BatchSize);
+                        if (action != OomAction.EnableGradientCheckpointing) throw new DreamBoothException(message);
+                        _sd.UNet.GradientCheckpointing = true;
+                        foreach (var p in _sd.UNet.parameters().Concat(_sd.TextEncoder.parameters())) TrainingOptimizer.ClearGrad(p);
+                        progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, Epoch = _epoch, Message = message });
+                        gen = NewGenerator(_step);   // the same step again, with the same noise
+                        rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
+                        loss = inst = prior = 0; priorCount = 0; images = 0;
+                        a = -1;
+                        continue;
+                    }
                     loss += r.Loss / take; inst += r.Instance / take;
                     if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
                 }
@@ -277,6 +311,7 @@ public sealed class DreamBoothTrainer : IDisposable
                     MemoryBytes = MemoryInUse(),
                 };
                 File.AppendAllText(csv, ev.ToCsv() + "\n");
+                tensorboard.Write(ev);
                 progress?.Report(ev);
             }
             _epoch++;
@@ -286,7 +321,7 @@ public sealed class DreamBoothTrainer : IDisposable
             if ((_c.SaveEveryEpochs > 0 && _epoch % _c.SaveEveryEpochs == 0) || last) Save(progress, cancelled: false);
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
-                var files = WithFp32Weights(ema: false, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
+                var files = WithFp32Weights(ema: _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
                 progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
             }
         }

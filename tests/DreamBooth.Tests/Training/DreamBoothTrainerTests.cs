@@ -17,8 +17,36 @@ public class DreamBoothTrainerTests
 {
     static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz")));
 
-    internal static StableDiffusionModel TinyModel(long seed = 1) =>
-        StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+    static readonly object TinyGate = new();
+    static readonly Dictionary<long, Dictionary<string, Tensor>> TinyWeights = new();
+
+    /// <summary>
+    /// The tiny random model of <paramref name="seed"/>, bit-identical on every call: the first call's weights are
+    /// kept and copied into later instances (random init draws from torch's global generator, which tests in
+    /// other classes use at the same time).
+    /// </summary>
+    internal static StableDiffusionModel TinyModel(long seed = 1)
+    {
+        lock (TinyGate)
+        {
+            var m = StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+            var parts = new (string Prefix, nn.Module Module)[] { ("te.", m.TextEncoder), ("unet.", m.UNet), ("vae.", m.Vae) };
+            using (torch.no_grad())
+            {
+                if (!TinyWeights.TryGetValue(seed, out var w))
+                {
+                    TinyWeights[seed] = parts.SelectMany(p => p.Module.state_dict().Select(kv => (p.Prefix + kv.Key, kv.Value.detach().clone().DetachFromDisposeScope())))
+                        .ToDictionary(x => x.Item1, x => x.Item2);
+                }
+                else
+                {
+                    foreach (var (prefix, module) in parts)
+                        foreach (var (k, v) in module.state_dict()) v.copy_(w[prefix + k]);
+                }
+            }
+            return m;
+        }
+    }
 
     static void WriteImage(string path, int w, int h, int seed)
     {
@@ -297,7 +325,7 @@ public class DreamBoothTrainerTests
     public void Each_setting_acts(string setting)
     {
         using var dir = TestPaths.NewTempDir();
-        var baseCfg = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, MaxGradNorm = 0, WeightDecay = 0, UseEma = true, EmaDecay = 0.9, SaveEveryEpochs = 1, SaveEmaWeights = true, LrScheduler = "constant" };
+        var baseCfg = BaseActingConfig(dir);
         var changed = setting switch
         {
             "learning_rate" => baseCfg with { LearningRate = 2e-3 },
@@ -324,7 +352,7 @@ public class DreamBoothTrainerTests
             "cache_latents" => baseCfg with { CacheLatents = false },
             _ => throw new ArgumentException(setting),
         };
-        var x = RunAndLoad(baseCfg with { OutputDir = dir.File("a") });
+        var x = Baseline.Value;
         var y = RunAndLoad(changed with { OutputDir = dir.File("b") });
         string file = setting == "ema_decay" ? "ema" : "plain";
         if (setting == "cache_latents")
@@ -336,6 +364,16 @@ public class DreamBoothTrainerTests
         }
         Assert.Contains(x[file].Keys, k => !x[file][k].BitEqual(y[file][k]));
     }
+
+    /// <summary>The unchanged run, shared by every case (its inputs are rebuilt identically in each case's temp folder).</summary>
+    static readonly Lazy<Dictionary<string, Dictionary<string, Tensor>>> Baseline = new(() =>
+    {
+        var dir = TestPaths.NewTempDir();
+        return RunAndLoad(BaseActingConfig(dir) with { OutputDir = dir.File("a") });
+    });
+
+    static TrainingConfig BaseActingConfig(TempDir dir) =>
+        TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, MaxGradNorm = 0, WeightDecay = 0, UseEma = true, EmaDecay = 0.9, SaveEveryEpochs = 1, SaveEmaWeights = true, LrScheduler = "constant" };
 
     static Dictionary<string, Dictionary<string, Tensor>> RunAndLoad(TrainingConfig c)
     {
