@@ -24,3 +24,87 @@ public class SmokeNotebookTests
         Assert.True(File.Exists(Path.Combine(TestPaths.RepoRoot, "artifacts", "notebooks", "00-smoke.ipynb")));
     }
 }
+
+/// <summary>What every teaching notebook test checks: no cell failed, the executed .ipynb exists, and the outputs as HTML.</summary>
+static class NotebookAssert
+{
+    public static string Path(string name) => System.IO.Path.Combine(TestPaths.RepoRoot, "notebooks", name);
+
+    public static async Task<(IReadOnlyList<CellResult> Cells, List<string> Html)> RunAsync(string name, string workDir, IReadOnlyDictionary<string, string>? env = null)
+    {
+        var vars = new Dictionary<string, string>(env ?? new Dictionary<string, string>()) { ["DREAMBOOTH_NOTEBOOK_WORKDIR"] = workDir };
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var cells = await NotebookRunner.RunAsync(Path(name), vars);
+        Console.WriteLine($"{name}: {sw.Elapsed.TotalSeconds:F1} s headless");
+        Assert.All(cells, c => Assert.True(c.Error is null, $"cell {c.Index} failed: {c.Error}"));
+        Assert.True(File.Exists(System.IO.Path.Combine(TestPaths.RepoRoot, "artifacts", "notebooks", System.IO.Path.ChangeExtension(name, ".ipynb"))));
+        return (cells, cells.SelectMany(c => c.Outputs).Where(o => o.MimeType == "text/html").Select(o => o.Value).ToList());
+    }
+
+    public static int Images(IEnumerable<string> html) => html.Sum(h => CountOf(h, "<img src=\"data:image/png;base64,"));
+
+    public static int CountOf(string s, string what)
+    {
+        int n = 0;
+        for (int i = s.IndexOf(what, StringComparison.Ordinal); i >= 0; i = s.IndexOf(what, i + what.Length, StringComparison.Ordinal)) n++;
+        return n;
+    }
+}
+
+[Collection("notebooks")]
+public class PrepareDataNotebookTests
+{
+    [Fact]
+    public async Task Prepare_data_notebook_shows_before_after_crops_report_with_skips_buckets_and_class_image_counts()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var work = tmp.Path;
+        var (_, html) = await NotebookAssert.RunAsync("01-prepare-data.dib", work);
+        var all = string.Join("\n", html);
+        // before/after: two pictures per prepared image (5 sample photos prepared in each of the two modes) + contact sheet
+        Assert.True(NotebookAssert.Images(html) >= 2 * 5 + 1, $"only {NotebookAssert.Images(html)} images");
+        Assert.Contains("dreambooth-crop-previews", all);
+        // the corrupt download, the truncated sample and the duplicate are listed with their reasons
+        Assert.Contains("<td style=\"text-align:left\">zz-download-cut-short.jpg</td><td style=\"text-align:left\">corrupt</td>", all);
+        Assert.Contains(">corrupt<", all);
+        Assert.Contains(">duplicate<", all);
+        Assert.Contains("same content as astronaut.png", all);
+        Assert.Contains("Contact sheet", all);
+        // bucket histogram as a Plotly bar chart, and the class-image counts: 100 per instance image
+        Assert.Contains(html, h => h.Contains("Plotly.newPlot") && h.Contains("\"type\":\"bar\"") && h.Contains("768x1024"));
+        Assert.Contains(">500<", all.Replace(" ", "")); // needed = 5 prepared × 100
+        Assert.True(File.Exists(Path.Combine(work, "01-prepare-data", "focal-768x1024", "manifest.json")));
+    }
+}
+
+[Collection("notebooks")]
+public class ConfigureNotebookTests
+{
+    [Fact]
+    public async Task Configure_notebook_renders_the_config_table_inline_problems_lr_chart_arithmetic_saves_json_and_imports_a1111()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var (cells, html) = await NotebookAssert.RunAsync("02-configure.dib", tmp.Path);
+        var all = string.Join("\n", html);
+        // the config table: sections, keys, the recipe values
+        Assert.Contains("dreambooth-config", all);
+        Assert.Contains("<code>learning_rate</code>", all);
+        Assert.Contains("<code>concepts[0].class_images_per_instance</code>", all);
+        // the deliberately broken config: its problems are listed inline with the setting names
+        Assert.Contains("learning_rate = 0 is out of range", all);
+        Assert.Contains("optimizer = &quot;sgd&quot; is not one of", all);
+        Assert.Contains("max_token_length = 100 is not one of", all);
+        // arithmetic of the full recipe for 15 photos: 200 × 15 = 3000 steps, text encoder 2250, 20 saves
+        Assert.Contains("3000 = 200 × 15", all);
+        Assert.Contains("2250 steps", all);
+        // LR charts (Plotly)
+        Assert.True(html.Count(h => h.Contains("Plotly.newPlot") && h.Contains("learning rate")) >= 2);
+        // saved config reloads; A1111 import lists mapped and ignored keys
+        var saved = Path.Combine(tmp.Path, "02-configure", "training-config.json");
+        Assert.True(File.Exists(saved));
+        Assert.Equal(30, DreamBooth.Training.TrainingConfig.Load(saved).Epochs);
+        Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("reloads equal: True"));
+        Assert.Contains("optimizer → optimizer = lion", all);
+        Assert.Contains("attention = &quot;xformers&quot; (attention is always SDPA here)", all);
+    }
+}
