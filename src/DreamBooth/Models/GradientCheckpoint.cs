@@ -45,7 +45,14 @@ public static class GradientCheckpoint
             // reads output templates that live in the caller's dispose scope, which may be gone by backward time.
             ctx.set_materialize_grads(false);
             // apply() already runs this under no_grad: no activations are kept.
-            return payload.Function(tensors.Take(payload.InputCount).ToArray()).ToList();
+            var outputs = payload.Function(tensors.Take(payload.InputCount).ToArray());
+            // TorchSharp 0.107 never releases one of the wrappers of a tensor returned twice (measured: one live
+            // tensor per call), so that is refused rather than leaked.
+            var seen = new HashSet<IntPtr>();
+            foreach (var output in outputs)
+                if (!seen.Add(output.Handle))
+                    throw new InvalidOperationException("a checkpointed function must not return the same tensor twice");
+            return outputs.ToList();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grad_outputs)
@@ -59,11 +66,15 @@ public static class GradientCheckpoint
                 var detached = saved.Take(payload.InputCount)
                     .Select(t => t.detach().requires_grad_(t.requires_grad)).ToArray();
                 var outputs = payload.Function(detached);
+                // one root per distinct tensor (a tensor returned twice gets the sum of its gradients)
                 var roots = new List<Tensor>();
                 var rootGrads = new List<Tensor>();
+                var index = new Dictionary<IntPtr, int>();
                 for (int i = 0; i < outputs.Length; i++)
                 {
                     if (!outputs[i].requires_grad || grad_outputs[i] is null || grad_outputs[i].IsInvalid) continue;
+                    if (index.TryGetValue(outputs[i].Handle, out int k)) { rootGrads[k] = rootGrads[k] + grad_outputs[i]; continue; }
+                    index[outputs[i].Handle] = roots.Count;
                     roots.Add(outputs[i]);
                     rootGrads.Add(grad_outputs[i]);
                 }

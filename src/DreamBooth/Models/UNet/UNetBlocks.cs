@@ -17,6 +17,7 @@ public abstract class UNetDownBlock : nn.Module
     /// <param name="hidden_states">[B, C, H, W].</param>
     /// <param name="temb">[B, temb].</param>
     /// <param name="encoder_hidden_states">[B, L, cross_dim]; ignored by blocks without attention.</param>
+    /// <returns>[new hidden states, skip 1, …, skip n]; the new hidden states are the same tensor as skip n.</returns>
     public abstract Tensor[] Forward(Tensor hidden_states, Tensor temb, Tensor encoder_hidden_states);
 }
 
