@@ -95,7 +95,7 @@ public class ConfigureNotebookTests
         Assert.Contains("optimizer = &quot;sgd&quot; is not one of", all);
         Assert.Contains("max_token_length = 100 is not one of", all);
         // arithmetic of the full recipe for 15 photos: 200 × 15 = 3000 steps, text encoder 2250, 20 saves
-        Assert.Contains("3000 = 200 × 15", all);
+        Assert.Contains("3000 = 200 &#215; 15", all);
         Assert.Contains("2250 steps", all);
         // LR charts (Plotly)
         Assert.True(html.Count(h => h.Contains("Plotly.newPlot") && h.Contains("learning rate")) >= 2);
