@@ -51,7 +51,7 @@ public class TrainingMonitorTests
             monitor.AddMessage("saved ohwx_0040.safetensors");
             monitor.Complete("finished: 40 steps");
             """,
-            "monitor.Updates",
+            "monitor.Updates.ToString()",
         ]);
         Assert.All(cells, c => Assert.True(c.Error is null, $"cell {c.Index} failed: {c.Error}"));
         var run = cells[1];
