@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
+using DreamBooth.Pipelines;
 using DreamBooth.Training;
-using SixLabors.ImageSharp;
 
 namespace DreamBooth.Interactive;
 
@@ -17,22 +17,16 @@ public sealed record ClassImagePlan(string ClassDirectory, int InstanceImages, i
 #pragma warning restore CA2255
     internal static void Init() => Formatters.Add(() => Formatters.Html<ClassImagePlan>(p => p.ToHtml()));
 
-    public int Needed => checked(InstanceImages * PerInstance);
+    public int Needed => ClassImageRequest.NeededFor(InstanceImages, PerInstance);
     public int ToGenerate => Math.Max(0, Needed - Found);
 
-    /// <summary>Counts the class folder of <paramref name="concept"/> (a missing folder holds 0) for <paramref name="instanceImages"/> instance images.</summary>
+    /// <summary>Counts the class folder (readable images, as <see cref="ClassImageGenerator"/> counts them) of <paramref name="concept"/> (a missing folder holds 0) for <paramref name="instanceImages"/> instance images.</summary>
     public static ClassImagePlan For(ConceptConfig concept, int instanceImages)
     {
-        if (instanceImages < 0) throw new DreamBoothException($"instance images: expected ≥ 0, got {instanceImages}");
-        int found = 0, unreadable = 0;
-        foreach (var f in TrainingConfig.ImageFiles(concept.ClassDir))
-        {
-            bool ok;
-            try { ok = Image.Identify(f) is { Width: > 0, Height: > 0 }; }
-            catch (Exception e) when (e is UnknownImageFormatException or InvalidImageContentException or NotSupportedException or IOException) { ok = false; }
-            if (ok) found++; else unreadable++;
-        }
-        return new ClassImagePlan(concept.ClassDir, instanceImages, concept.ClassImagesPerInstance, found, unreadable,
+        _ = ClassImageRequest.NeededFor(instanceImages, concept.ClassImagesPerInstance); // validates the counts
+        var (readable, unreadable) = ClassImageGenerator.Scan(concept.ClassDir);
+        int found = readable.Count;
+        return new ClassImagePlan(concept.ClassDir, instanceImages, concept.ClassImagesPerInstance, found, unreadable.Count,
             concept.ClassPrompt, concept.ClassNegativePrompt, concept.ClassGuidanceScale, concept.ClassSteps, concept.GenerateClassImages);
     }
 
