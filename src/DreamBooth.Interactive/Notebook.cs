@@ -17,6 +17,7 @@ public static class Notebook
 
     public static NotebookEnvironment Setup()
     {
+        NativeLibraries.Register(typeof(SkiaSharp.SKObject).Assembly);
         var runtime = TorchRuntime.Initialize();
         Formatters.Register();
         Charts.ResetEmbeddedScript();
