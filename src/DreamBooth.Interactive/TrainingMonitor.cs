@@ -36,6 +36,7 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
     readonly List<string> _messages = [];
     readonly Stopwatch _clock = new();
     DisplayedValue? _display;
+    CancellationTokenSource? _cts;
     long _lastUpdateTicks = long.MinValue;
     double _ema;
     int _emaCount;
@@ -64,6 +65,16 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
     public IReadOnlyList<string> Messages { get { lock (_lock) return _messages.ToList(); } }
 
     /// <summary>
+    /// The token to pass to the trainer: cancelled when the notebook cell is interrupted (the kernel's token of the
+    /// cell that called <see cref="Show"/>), or when a step reaches <see cref="StopAtStep"/>. The trainer answers
+    /// cancellation by saving a checkpoint and its state, so an interrupted run resumes where it stopped.
+    /// </summary>
+    public CancellationToken CancellationToken { get { lock (_lock) return (_cts ??= new CancellationTokenSource()).Token; } }
+
+    /// <summary>Interrupts the run once a reported step reaches this value (what pressing Stop does, at a known step: for demos and tests).</summary>
+    public int? StopAtStep { get; set; }
+
+    /// <summary>
     /// Displays the monitor in the current cell and keeps that output for the in-place updates. Uses
     /// <c>KernelInvocationContext.Current.Display</c>, which returns the very <see cref="DisplayedValue"/> it
     /// published (the <c>object.Display()</c> extension of this .NET Interactive version returns a different one,
@@ -75,6 +86,8 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
         if (context is null) return this;
         lock (_lock)
         {
+            var cts = _cts ??= new CancellationTokenSource();
+            context.CancellationToken.Register(() => { try { cts.Cancel(); } catch (ObjectDisposedException) { } });
             _display = context.Display(this, HtmlFormatter.MimeType);
             _lastUpdateTicks = _clock.ElapsedTicks;
         }
@@ -93,6 +106,11 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
             _smoothed.Add(_ema / (1 - Math.Pow(Smoothing, _emaCount)));
             _seconds.Add(_clock.Elapsed.TotalSeconds);
             Status = $"running: step {value.Step}/{value.TotalSteps}, epoch {value.Epoch}/{value.TotalEpochs}";
+            if (StopAtStep is int stop && value.Step >= stop && _cts is { IsCancellationRequested: false } cts)
+            {
+                _messages.Add($"[{_clock.Elapsed:hh\\:mm\\:ss}] interrupt requested at step {value.Step}");
+                cts.Cancel();
+            }
         }
         MaybeUpdate(force: false);
     }

@@ -33,6 +33,19 @@ public class TrainingMonitorTests
     }
 
     [Fact]
+    public void StopAtStep_cancels_the_token_given_to_the_trainer_once()
+    {
+        var m = new TrainingMonitor { StopAtStep = 7 };
+        var token = m.CancellationToken;
+        foreach (var s in Samples(6)) m.Report(s with { TotalSteps = 20 });
+        Assert.False(token.IsCancellationRequested);
+        m.Report(new TrainingSample(7, 20, 2, 4, 0.1));
+        Assert.True(token.IsCancellationRequested);
+        m.Report(new TrainingSample(8, 20, 2, 4, 0.1));
+        Assert.Single(m.Messages, x => x.Contains("interrupt requested at step 7"));
+    }
+
+    [Fact]
     public async Task In_a_notebook_the_monitor_updates_the_one_output_it_displayed_throttled()
     {
         var lib = typeof(TrainingMonitor).Assembly.Location;
