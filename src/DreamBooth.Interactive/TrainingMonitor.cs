@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Data.Analysis;
 using Microsoft.DotNet.Interactive;
+using DreamBooth.Training;
 using Microsoft.DotNet.Interactive.Formatting;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
@@ -21,7 +22,7 @@ public sealed record TrainingSample(int Step, int TotalSteps, int Epoch, int Tot
 /// preview images and messages (saves, cancellation). Updates are throttled to <see cref="UpdateInterval"/> so a
 /// fast loop does not flood the front end; <see cref="Complete"/> always redraws.
 /// </summary>
-public sealed class TrainingMonitor : IProgress<TrainingSample>
+public sealed class TrainingMonitor : IProgress<TrainingSample>, IProgress<TrainingEvent>
 {
 #pragma warning disable CA2255 // registration list of this assembly's formatters, read by Formatters.Register
     [ModuleInitializer]
@@ -42,8 +43,9 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
     int _emaCount;
     bool _finished;
 
-    public TrainingMonitor(string title = "DreamBooth training", TimeSpan? updateInterval = null, double smoothing = 0.9)
+    public TrainingMonitor(string title = "DreamBooth training", TimeSpan? updateInterval = null, double smoothing = 0.9, int epochs = 0)
     {
+        Epochs = epochs;
         if (smoothing is < 0 or >= 1) throw new DreamBoothException($"monitor smoothing = {smoothing}: expected ≥ 0 and < 1");
         Title = title;
         UpdateInterval = updateInterval ?? TimeSpan.FromSeconds(3);
@@ -51,6 +53,52 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>
     }
 
     public string Title { get; }
+    /// <summary>Epochs of the run (for "epoch e / E"; 0 = unknown).</summary>
+    public int Epochs { get; set; }
+
+    /// <summary>A monitor for a trainer's config: its name, its epochs.</summary>
+    public static TrainingMonitor For(TrainingConfig config, TimeSpan? updateInterval = null) =>
+        new($"DreamBooth training: {config.Name} → {config.OutputDir}", updateInterval, epochs: config.Epochs);
+
+    /// <summary>
+    /// The trainer's events: steps feed the log and chart (epochs shown 1-based), saves/TE freeze/messages go to the
+    /// message list, previews to the images, Cancelled/Completed set the final status.
+    /// </summary>
+    public void Report(TrainingEvent e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        static double? Finite(double v) => double.IsFinite(v) ? v : null;
+        switch (e.Kind)
+        {
+            case TrainingEventKind.Step:
+                Report(new TrainingSample(e.Step, e.TotalSteps, e.Epoch + 1, Epochs, e.Loss, Finite(e.InstanceLoss), Finite(e.PriorLoss), e.LrUnet, e.LrTextEncoder));
+                break;
+            case TrainingEventKind.Started:
+                AddMessage($"started at step {e.Step}/{e.TotalSteps}: {e.Message}");
+                break;
+            case TrainingEventKind.Saved:
+                AddMessage($"saved after epoch {e.Epoch}: {e.Path}" + (e.Message is null ? "" : $" ({e.Message})"));
+                break;
+            case TrainingEventKind.TextEncoderFrozen:
+            case TrainingEventKind.Message:
+                AddMessage(e.Message ?? e.Kind.ToString());
+                break;
+            case TrainingEventKind.Preview:
+                if (e.Path is { } p && File.Exists(p))
+                {
+                    using var image = Image.Load<Rgb24>(p);
+                    AddPreview($"epoch {e.Epoch}: {System.IO.Path.GetFileName(p)}", image);
+                }
+                break;
+            case TrainingEventKind.Cancelled:
+                AddMessage($"cancelled at step {e.Step}: checkpoint and training state saved to {e.Path}");
+                Complete($"interrupted at step {e.Step} (epoch {e.Epoch + 1}): saved {e.Path}; run the resume cell to continue");
+                break;
+            case TrainingEventKind.Completed:
+                Complete($"finished: {e.Step}/{e.TotalSteps} steps, {e.Epoch} epochs, last loss {e.Loss.ToString("G4", CultureInfo.InvariantCulture)}");
+                break;
+        }
+    }
     /// <summary>Least time between two in-place updates of the displayed output.</summary>
     public TimeSpan UpdateInterval { get; set; }
     /// <summary>Weight of the exponential moving average of the smoothed loss curve (TensorBoard's slider).</summary>

@@ -1,3 +1,4 @@
+using SixLabors.ImageSharp;
 using DreamBooth.Tests.Infrastructure;
 
 namespace DreamBooth.Tests.Notebooks;
@@ -106,5 +107,69 @@ public class ConfigureNotebookTests
         Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("reloads equal: True"));
         Assert.Contains("optimizer → optimizer = lion", all);
         Assert.Contains("attention = &quot;xformers&quot; (attention is always SDPA here)", all);
+    }
+}
+
+[Collection("notebooks")]
+public class TrainNotebookTests
+{
+    /// <summary>A tiny random diffusers model, two instance and two class images, a 6-epoch config saving every 2 epochs.</summary>
+    static string TinySetup(string root)
+    {
+        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        var modelDir = Path.Combine(root, "model");
+        using (var model = DreamBooth.Checkpoints.StableDiffusionModel.CreateRandom(DreamBooth.Models.Clip.CLIPTextConfig.Tiny,
+                   DreamBooth.Models.UNet.UNet2DConditionConfig.Tiny, DreamBooth.Models.Vae.AutoencoderKLConfig.Tiny, tokenizer, seed: 3))
+            model.SaveDiffusers(modelDir);
+        string inst = Directory.CreateDirectory(Path.Combine(root, "inst")).FullName, cls = Directory.CreateDirectory(Path.Combine(root, "class")).FullName;
+        for (int i = 0; i < 2; i++)
+        {
+            using var a = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(64, 64, new SixLabors.ImageSharp.PixelFormats.Rgb24((byte)(60 * i), 90, 200));
+            a.SaveAsPng(Path.Combine(inst, $"ohwx-{i}.png"));
+            using var b = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(64, 64, new SixLabors.ImageSharp.PixelFormats.Rgb24(200, (byte)(60 * i), 40));
+            b.SaveAsPng(Path.Combine(cls, $"man-{i}.png"));
+        }
+        var config = new DreamBooth.Training.TrainingConfig
+        {
+            PretrainedModel = modelDir, OutputDir = Path.Combine(root, "run"), Name = "tiny",
+            Concepts = [new DreamBooth.Training.ConceptConfig { InstanceDir = inst, ClassDir = cls, ClassImagesPerInstance = 2, ClassSteps = 2 }],
+            Epochs = 6, SaveEveryEpochs = 2, LearningRate = 1e-4, TextEncoderLearningRate = 5e-5, MixedPrecision = "no", UseEma = false,
+            MaxResolution = 64, Device = "cpu", Seed = 5,
+        };
+        var path = Path.Combine(root, "training-config.json");
+        config.Save(path);
+        return path;
+    }
+
+    [Fact]
+    public async Task Train_notebook_trains_with_one_live_output_interrupts_with_a_save_resumes_and_shows_the_log()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var config = TinySetup(tmp.Path);
+        var (cells, html) = await NotebookAssert.RunAsync("03-train.dib", tmp.Path, new Dictionary<string, string> { ["DREAMBOOTH_CONFIG"] = config, ["DREAMBOOTH_STOP_AT_STEP"] = "5" });
+        var all = string.Join("\n", html);
+        // class images topped up: 2 instance × 2 per instance = 4 needed, 2 real, 2 generated
+        Assert.Equal(4, Directory.EnumerateFiles(Path.Combine(tmp.Path, "class"), "*.png").Count());
+        // each training cell: ONE displayed monitor, updated in place (same id), ending with its final status
+        var trainCells = cells.Where(c => c.Code.Contains("TrainingMonitor.For(config).Show()")).ToList();
+        Assert.Equal(2, trainCells.Count);
+        foreach (var c in trainCells)
+        {
+            var produced = c.Displays.Where(d => d.Kind == "produced").ToList();
+            Assert.Single(produced);
+            Assert.Contains(c.Displays, d => d.Kind == "updated");
+            Assert.All(c.Displays.Where(d => d.Kind == "updated"), d => Assert.Equal(produced[0].DisplayId, d.DisplayId));
+        }
+        Assert.Contains("interrupted at step 5", all);
+        Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("interrupted at step 5"));
+        Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("finished at step 12"));
+        Assert.Contains(html, h => h.Contains("dreambooth-training-monitor") && h.Contains("Plotly.newPlot") && h.Contains("prior (smoothed)"));
+        // the log as a DataFrame: the resumed run's steps 6..12
+        Assert.Contains(html, h => h.Contains("loss_smoothed") && h.Contains("7 rows"));
+        // saves every 2 epochs + the interruption's
+        var saves = Directory.EnumerateFiles(Path.Combine(tmp.Path, "run"), "*.safetensors").Select(Path.GetFileName).ToList();
+        Assert.Contains("tiny_0002.safetensors", saves);
+        Assert.Contains("tiny_0006.safetensors", saves);
+        Assert.True(saves.Count >= 4, string.Join(", ", saves));
     }
 }
