@@ -173,3 +173,47 @@ public class TrainNotebookTests
         Assert.True(saves.Count >= 4, string.Join(", ", saves));
     }
 }
+
+[Collection("notebooks")]
+public class XYPlotNotebookTests
+{
+    [Fact]
+    public async Task XY_plot_notebook_renders_a_labelled_checkpoint_by_prompt_grid_saves_it_and_names_the_chosen_file()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        var baseDir = Path.Combine(tmp.Path, "model");
+        var runDir = Directory.CreateDirectory(Path.Combine(tmp.Path, "run")).FullName;
+        foreach (var (seed, file) in new[] { (3L, ""), (12L, "tiny_0002.safetensors"), (14L, "tiny_0004.safetensors"), (15L, "tiny_0004_s000009.safetensors") })
+        {
+            using var m = DreamBooth.Checkpoints.StableDiffusionModel.CreateRandom(DreamBooth.Models.Clip.CLIPTextConfig.Tiny,
+                DreamBooth.Models.UNet.UNet2DConditionConfig.Tiny, DreamBooth.Models.Vae.AutoencoderKLConfig.Tiny, tokenizer, seed);
+            if (file == "") m.SaveDiffusers(baseDir);
+            else m.SaveSingleFile(Path.Combine(runDir, file), TorchSharp.torch.ScalarType.Float32);
+        }
+        var config = new DreamBooth.Training.TrainingConfig
+        {
+            PretrainedModel = baseDir, OutputDir = runDir, Name = "tiny",
+            Concepts = [new DreamBooth.Training.ConceptConfig { InstanceDir = runDir }],
+        };
+        var configPath = Path.Combine(tmp.Path, "training-config.json");
+        config.Save(configPath);
+        var (cells, html) = await NotebookAssert.RunAsync("04-xy-plot.dib", tmp.Path, new Dictionary<string, string>
+        {
+            ["DREAMBOOTH_CONFIG"] = configPath, ["DREAMBOOTH_XY_STEPS"] = "3", ["DREAMBOOTH_CHOSEN_EPOCH"] = "2",
+        });
+        var text = string.Join("\n", cells.SelectMany(c => c.Outputs).Select(o => o.Value));
+        // the mid-epoch save is not an epoch: two columns
+        Assert.Contains("epoch 2:", text);
+        Assert.Contains("epoch 4:", text);
+        Assert.DoesNotContain("s000009", text.Split("chosen:")[0]);
+        // the grid inline, labelled, 2 checkpoints × 3 prompts, saved with infotext
+        Assert.Contains(html, h => h.Contains("dreambooth-xyplot") && h.Contains("<img src=\"data:image/png;base64,"));
+        var grid = Path.Combine(runDir, "xy-grid.png");
+        Assert.True(File.Exists(grid));
+        var info = DreamBooth.Pipelines.PngInfotext.ReadText(grid)!;
+        Assert.Contains("X Type: Checkpoint name", info);
+        Assert.Contains("Y Values: \"ohwx man\", man, ohwx man on a beach", info.Replace("\"man\"", "man").Replace("\"ohwx man on a beach\"", "ohwx man on a beach"));
+        Assert.Contains($"chosen: epoch 2 → {Path.Combine(runDir, "tiny_0002.safetensors")}", text);
+    }
+}
