@@ -213,7 +213,9 @@ public class XYPlotNotebookTests
         Assert.True(File.Exists(grid));
         var info = DreamBooth.Pipelines.PngInfotext.ReadText(grid)!;
         Assert.Contains("X Type: Checkpoint name", info);
-        Assert.Contains("Y Values: \"ohwx man\", man, ohwx man on a beach", info.Replace("\"man\"", "man").Replace("\"ohwx man on a beach\"", "ohwx man on a beach"));
+        Assert.Contains("Y Type: Prompt S/R", info);
+        Assert.Contains("ohwx man on a beach", info);
+        Assert.Contains(html, h => h.Contains("prompt: man") && h.Contains("epoch 4"));
         Assert.Contains($"chosen: epoch 2 → {Path.Combine(runDir, "tiny_0002.safetensors")}", text);
     }
 }
