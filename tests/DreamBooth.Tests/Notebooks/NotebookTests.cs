@@ -105,6 +105,9 @@ public class ConfigureNotebookTests
         Assert.True(File.Exists(saved));
         Assert.Equal(30, DreamBooth.Training.TrainingConfig.Load(saved).Epochs);
         Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("reloads equal: True"));
+        // the toy's real class images, rendered by its world: 10 per instance image of the sample subject
+        int subject = DreamBooth.Training.TrainingConfig.ImageFiles(Path.Combine(TestPaths.RepoRoot, "data-samples", "toy", "subject")).Count();
+        Assert.Equal(10 * subject, Directory.EnumerateFiles(Path.Combine(tmp.Path, "class-images"), "*.png").Count());
         Assert.Contains("optimizer → optimizer = lion", all);
         Assert.Contains("attention = &quot;xformers&quot; (attention is always SDPA here)", all);
     }
