@@ -98,6 +98,14 @@ public static class Charts
     /// </summary>
     public static string ToHtml(PlotlyFigure figure) => Wrap(figure.ToJson());
 
+    /// <summary>The figure's HTML, carrying plotly.js inline when <paramref name="embedScript"/> (a final output that must stand alone).</summary>
+    public static string ToHtml(PlotlyFigure figure, bool embedScript)
+    {
+        var html = Wrap(figure.ToJson());
+        return embedScript && !html.StartsWith("<script type=\"text/javascript\">", StringComparison.Ordinal)
+            ? $"<script type=\"text/javascript\">{PlotlyJs()}</script>{html}" : html;
+    }
+
     /// <summary>Same for a Plotly.NET chart built by the user (works where Plotly.NET's JSON layer initialises).</summary>
     public static string ToHtml(GenericChart chart) => Wrap(GenericChart.toFigureJson(chart));
 

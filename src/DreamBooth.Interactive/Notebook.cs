@@ -17,6 +17,7 @@ public static class Notebook
 
     public static NotebookEnvironment Setup()
     {
+        NativeLibraries.Register(typeof(SkiaSharp.SKObject).Assembly);
         var runtime = TorchRuntime.Initialize();
         Formatters.Register();
         Charts.ResetEmbeddedScript();
@@ -34,6 +35,27 @@ public static class Notebook
         Directory.CreateDirectory(work);
         return new NotebookEnvironment(runtime, root, Path.Combine(root, "data-samples"), work);
     }
+
+    /// <summary>
+    /// Loads a base model named by a config: the embedded toy model's folder (<c>toy-sd.safetensors</c> with its
+    /// <c>config/</c> and <c>tokenizer/</c>) through <see cref="DreamBooth.Toy.ToyAssets"/>, anything else (single file,
+    /// diffusers folder, Hub repo id) through <see cref="DreamBooth.Checkpoints.StableDiffusionModel.Load"/>.
+    /// </summary>
+    public static DreamBooth.Checkpoints.StableDiffusionModel LoadModel(string pathOrRepoId) =>
+        IsToyFolder(pathOrRepoId) ? DreamBooth.Toy.ToyAssets.LoadModel(pathOrRepoId) : DreamBooth.Checkpoints.StableDiffusionModel.Load(pathOrRepoId);
+
+    /// <summary>
+    /// How to load single-file saves of a run whose base model is <paramref name="baseModel"/> (single files carry no
+    /// configs): the toy folder's options, else the base model's own configs and tokenizer.
+    /// </summary>
+    public static DreamBooth.Checkpoints.ModelLoadOptions LoadOptionsFor(string pathOrRepoId, DreamBooth.Checkpoints.StableDiffusionModel baseModel) =>
+        IsToyFolder(pathOrRepoId) ? DreamBooth.Toy.ToyAssets.LoadOptions(pathOrRepoId) : new DreamBooth.Checkpoints.ModelLoadOptions
+        {
+            Tokenizer = baseModel.Tokenizer, TextEncoderConfig = baseModel.TextEncoder.Config, UNetConfig = baseModel.UNet.Config, VaeConfig = baseModel.Vae.Config,
+        };
+
+    static bool IsToyFolder(string path) =>
+        Directory.Exists(path) && File.Exists(Path.Combine(path, DreamBooth.Toy.ToyAssets.CheckpointFileName)) && Directory.Exists(Path.Combine(path, "config"));
 
     /// <summary>A notebook parameter: the environment variable when set, else the default.</summary>
     public static string Parameter(string name, string defaultValue)

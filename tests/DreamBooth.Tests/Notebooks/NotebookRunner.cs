@@ -9,7 +9,11 @@ using DreamBooth.Tests.Infrastructure;
 namespace DreamBooth.Tests.Notebooks;
 
 /// <summary>One executed cell: its code, the formatted outputs it produced, and the error if it failed.</summary>
-public sealed record CellResult(int Index, string Kernel, string Code, IReadOnlyList<(string MimeType, string Value)> Outputs, string? Error, TimeSpan Elapsed);
+public sealed record CellResult(int Index, string Kernel, string Code, IReadOnlyList<(string MimeType, string Value)> Outputs, string? Error, TimeSpan Elapsed)
+{
+    /// <summary>Display events in order: "produced"/"updated"/"return" with their display id.</summary>
+    public IReadOnlyList<(string Kind, string? DisplayId)> Displays { get; init; } = [];
+}
 
 /// <summary>
 /// Runs a .dib notebook headless in-process (CompositeKernel + CSharpKernel, as dotnet-repl does),
@@ -28,7 +32,23 @@ public static class NotebookRunner
 
         var kernelInfos = new KernelInfoCollection { new("csharp", languageName: "C#", aliases: ["c#", "C#"]), new("markdown", languageName: "Markdown", aliases: ["md"]) };
         var document = await InteractiveDocument.LoadAsync(new FileInfo(dibPath), kernelInfos);
+        return await RunElementsAsync(kernel, document.Elements, dibPath, environment, cellTimeout);
+    }
 
+    /// <summary>Runs C# cells given as strings (a notebook written by a test), in the folder of <paramref name="pretendPath"/>.</summary>
+    public static Task<IReadOnlyList<CellResult>> RunCodeAsync(string pretendPath, IEnumerable<string> cells, TimeSpan? cellTimeout = null)
+    {
+        var kernel = new CompositeKernel();
+        var csharp = new CSharpKernel().UseKernelHelpers().UseValueSharing();
+        kernel.Add(csharp, ["c#", "C#"]);
+        kernel.DefaultKernelName = csharp.Name;
+        kernel.UseImportMagicCommand();
+        return RunElementsAsync(kernel, cells.Select(c => new InteractiveDocumentElement(c, "csharp")).ToList(), pretendPath, null, cellTimeout);
+    }
+
+    static async Task<IReadOnlyList<CellResult>> RunElementsAsync(CompositeKernel kernel, IEnumerable<InteractiveDocumentElement> elements, string dibPath,
+        IReadOnlyDictionary<string, string>? environment, TimeSpan? cellTimeout)
+    {
         var previousDir = Directory.GetCurrentDirectory();
         var previousEnv = new Dictionary<string, string?>();
         Directory.SetCurrentDirectory(Path.GetDirectoryName(Path.GetFullPath(dibPath))!);
@@ -42,7 +62,7 @@ public static class NotebookRunner
         try
         {
             int index = 0;
-            foreach (var element in document.Elements)
+            foreach (var element in elements)
             {
                 index++;
                 if (element.KernelName is "markdown" or "md")
@@ -57,6 +77,8 @@ public static class NotebookRunner
                 var result = await run;
                 var outputs = new List<(string, string)>();
                 var docOutputs = new List<InteractiveDocumentOutputElement>();
+                var displays = new List<(string, string?)>();
+                var outputById = new Dictionary<string, int>();
                 foreach (var e in result.Events)
                 {
                     switch (e)
@@ -66,7 +88,15 @@ public static class NotebookRunner
                             break;
                         case DisplayEvent d:
                             foreach (var f in d.FormattedValues) outputs.Add((f.MimeType, f.Value));
-                            docOutputs.Add(new DisplayElement(d.FormattedValues.ToDictionary(f => f.MimeType, f => (object)f.Value)));
+                            displays.Add((d switch { DisplayedValueUpdated => "updated", ReturnValueProduced => "return", _ => "produced" }, d.ValueId));
+                            var shown = new DisplayElement(d.FormattedValues.ToDictionary(f => f.MimeType, f => (object)f.Value));
+                            // as a front end does: an update replaces the output it names
+                            if (d is DisplayedValueUpdated && d.ValueId is { } id && outputById.TryGetValue(id, out var at)) docOutputs[at] = shown;
+                            else
+                            {
+                                if (d.ValueId is { } newId) outputById[newId] = docOutputs.Count;
+                                docOutputs.Add(shown);
+                            }
                             break;
                     }
                 }
@@ -75,7 +105,7 @@ public static class NotebookRunner
                     : null;
                 if (error is not null) docOutputs.Add(new ErrorElement(error, "CommandFailed"));
                 executed.Add(new InteractiveDocumentElement(element.Contents, element.KernelName ?? "csharp", docOutputs.ToArray()));
-                results.Add(new CellResult(index, element.KernelName ?? "csharp", element.Contents, outputs, error, sw.Elapsed));
+                results.Add(new CellResult(index, element.KernelName ?? "csharp", element.Contents, outputs, error, sw.Elapsed) { Displays = displays });
                 if (error is not null) break;
             }
         }
