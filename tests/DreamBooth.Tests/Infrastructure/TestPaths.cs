@@ -39,7 +39,8 @@ public sealed class TempDir : IDisposable
     public string Path { get; }
     public TempDir(string name)
     {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dreambooth-tests", $"{name}-{Guid.NewGuid():N}"[..Math.Min(name.Length + 13, 60)]);
+        // a shortened name, never a shortened GUID: every folder is unique, also across parallel test runs
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dreambooth-tests", $"{name[..Math.Min(name.Length, 40)]}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(Path);
     }
     public string File(string relative) => System.IO.Path.Combine(Path, relative);
