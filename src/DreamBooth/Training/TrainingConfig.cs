@@ -161,9 +161,7 @@ public sealed record TrainingConfig
     /// <summary>Parses JSON strictly; every unknown key is reported (all of them, in one exception).</summary>
     public static TrainingConfig FromJson(string json, string source = "config")
     {
-        JsonNode? root;
-        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
-        catch (JsonException e) { throw new DreamBoothException($"{source}: not valid JSON ({e.Message})"); }
+        var root = ParseUntrusted(json, source, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         if (root is not JsonObject obj) throw new DreamBoothException($"{source}: expected a JSON object at the top level");
 
         var problems = new List<string>();
@@ -235,9 +233,44 @@ public sealed record TrainingConfig
         foreach (var kv in obj)
             if (!keys.ContainsKey(kv.Key))
             {
+                if (kv.Key.Length > 64 || problems.Count >= 20)
+                {
+                    // a hostile file can hold megabyte keys or thousands of them: bounded work, bounded message
+                    if (problems.Count < 21) problems.Add($"unknown setting '{prefix}{kv.Key[..Math.Min(kv.Key.Length, 64)]}...'");
+                    continue;
+                }
                 string? near = keys.Keys.OrderBy(k => Levenshtein(k, kv.Key)).FirstOrDefault();
                 problems.Add($"unknown setting '{prefix}{kv.Key}'" + (near is not null && Levenshtein(near, kv.Key) <= 3 ? $" (did you mean '{prefix}{near}'?)" : ""));
             }
+    }
+
+    /// <summary>
+    /// Parses a user's JSON file into nodes and touches every object and string once, so that what
+    /// <see cref="JsonNode"/> checks lazily (a key that appears twice, an unpaired surrogate escape) is
+    /// reported here as a <see cref="DreamBoothException"/> instead of surfacing mid-import as another exception.
+    /// </summary>
+    internal static JsonNode? ParseUntrusted(string json, string source, JsonDocumentOptions options = default)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(json, documentOptions: options); }
+        catch (JsonException e) { throw new DreamBoothException($"{source}: not valid JSON ({e.Message})"); }
+        var pending = new Stack<JsonNode?>();
+        pending.Push(root);
+        try
+        {
+            while (pending.Count > 0)
+            {
+                switch (pending.Pop())
+                {
+                    case JsonObject o: foreach (var kv in o) pending.Push(kv.Value); break;
+                    case JsonArray a: foreach (var v in a) pending.Push(v); break;
+                    case JsonValue v when v.GetValueKind() == JsonValueKind.String: _ = v.GetValue<string>(); break;
+                }
+            }
+        }
+        catch (ArgumentException e) { throw new DreamBoothException($"{source}: a key appears twice in one object ({e.Message})"); }
+        catch (InvalidOperationException e) { throw new DreamBoothException($"{source}: invalid string ({e.Message})"); }
+        return root;
     }
 
     static string ExpectedType(string key)
