@@ -87,7 +87,7 @@ public sealed class BlazeFaceDetector : IDisposable
     internal readonly record struct Anchor(float Cx, float Cy);
 
     /// <summary>A detection in normalized coordinates of one network input (before un-letterboxing).</summary>
-    internal readonly record struct RawDetection(float XMin, float YMin, float XMax, float YMax, float Score, float[] Keypoints);
+    internal readonly record struct RawDetection(float XMin, float YMin, float XMax, float YMax, float Score, float[] Keypoints, string? Tag = null);
 
     readonly Model _short;
     readonly Model _back;
@@ -107,10 +107,10 @@ public sealed class BlazeFaceDetector : IDisposable
     public static BlazeFaceDetector Create(string shortRangeOnnx, string backOnnx, BlazeFaceOptions? options = null)
     {
         options ??= BlazeFaceOptions.Default;
-        var s = Open(shortRangeOnnx, ShortRangeSha256, 128, "short-range", options.ShortRangeThreshold, [8, 16, 16, 16], 0.1484375f);
+        var s = Open(shortRangeOnnx, ShortRangeSha256, 128, "short-range", options.ShortRangeThreshold, [8, 16, 16, 16]);
         try
         {
-            var b = Open(backOnnx, BackSha256, 256, "back", options.BackThreshold, [16, 32, 32, 32], 0.15625f);
+            var b = Open(backOnnx, BackSha256, 256, "back", options.BackThreshold, [16, 32, 32, 32]);
             return new BlazeFaceDetector(s, b, options);
         }
         catch
@@ -120,7 +120,7 @@ public sealed class BlazeFaceDetector : IDisposable
         }
     }
 
-    static Model Open(string path, string sha256, int size, string name, float threshold, int[] strides, float minScale)
+    static Model Open(string path, string sha256, int size, string name, float threshold, int[] strides)
     {
         if (!File.Exists(path)) throw new DreamBoothException($"BlazeFace model not found: {path}");
         string actual;
@@ -140,12 +140,12 @@ public sealed class BlazeFaceDetector : IDisposable
             ScoreOutputs = [Pick(512, 1), Pick(384, 1)],
             RegressorOutputs = [Pick(512, 16), Pick(384, 16)],
         };
-        _ = minScale; // anchor scales are irrelevant with fixed_anchor_size (every anchor is 1×1)
         return model;
     }
 
     /// <summary>
-    /// MediaPipe SsdAnchorsCalculator with aspect_ratios [1], interpolated_scale_aspect_ratio 1, fixed_anchor_size,
+    /// MediaPipe SsdAnchorsCalculator (anchor scales, min 0.1484375 / 0.15625 to max 0.75, are irrelevant: with
+    /// fixed_anchor_size every anchor is 1×1) with aspect_ratios [1], interpolated_scale_aspect_ratio 1, fixed_anchor_size,
     /// offsets 0.5: consecutive layers with the same stride are merged, each contributing 2 anchors per cell.
     /// </summary>
     internal static Anchor[] SsdAnchors(int inputSize, int[] strides)
@@ -229,15 +229,9 @@ public sealed class BlazeFaceDetector : IDisposable
     List<FaceBox> MergePixels(List<FaceBox> boxes)
     {
         var raw = boxes.Select(b => new RawDetection(b.X, b.Y, b.X + b.Width, b.Y + b.Height, b.Score,
-            b.Keypoints.SelectMany(p => new[] { p.X, p.Y }).ToArray())).ToList();
-        var models = boxes.ToList();
-        var merged = WeightedNms(raw, Options.NmsIoU);
-        return merged.Select(m =>
-        {
-            // the model label of the highest-scoring member with this score
-            var src = models.Where(b => Math.Abs(b.Score - m.Score) < 1e-6f).Select(b => b.Model).FirstOrDefault() ?? "merged";
-            return ToBox(m, src);
-        }).ToList();
+            b.Keypoints.SelectMany(p => new[] { p.X, p.Y }).ToArray(), b.Model)).ToList();
+        // merged boxes carry the model (pass) of their top-scoring member
+        return WeightedNms(raw, Options.NmsIoU).Select(m => ToBox(m, m.Tag ?? "merged")).ToList();
     }
 
     static FaceBox ToBox(RawDetection d, string model)
@@ -349,7 +343,7 @@ public sealed class BlazeFaceDetector : IDisposable
                 for (int k = 0; k < kp.Length && k < c.Keypoints.Length; k++) kp[k] += c.Keypoints[k] * c.Score;
             }
             for (int k = 0; k < kp.Length; k++) kp[k] /= total;
-            output.Add(new RawDetection(x0 / total, y0 / total, x1 / total, y1 / total, top.Score, kp));
+            output.Add(new RawDetection(x0 / total, y0 / total, x1 / total, y1 / total, top.Score, kp, top.Tag));
             remaining = rest;
         }
         return output;

@@ -18,6 +18,8 @@ public sealed record ManifestItem
     public required string Sha256 { get; init; }
     public required int OriginalWidth { get; init; }
     public required int OriginalHeight { get; init; }
+    /// <summary>1, or 1/2, 1/4, 1/8 when a large JPEG was decoded at reduced DCT scale (coordinates stay in source pixels).</summary>
+    public double DecodeScale { get; init; } = 1.0;
     public IReadOnlyList<ManifestFace> Faces { get; init; } = [];
     public IReadOnlyList<ManifestFace> RejectedFaces { get; init; } = [];
     public required float FocalX { get; init; }

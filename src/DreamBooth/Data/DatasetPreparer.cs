@@ -175,12 +175,19 @@ public static class DatasetPreparer
     static async Task<(ManifestItem? Item, SkippedFile? Skip)> ProcessAsync(string file, string rel, string sha, string outName, string outDir,
         PrepareOptions options, AspectBuckets buckets, BlazeFaceDetector detector, MemoryGate gate, CancellationToken ct)
     {
-        var (info, _, probeSkip) = ImageIngest.Probe(file, options.Ingest);
+        var (info, format, probeSkip) = ImageIngest.Probe(file, options.Ingest);
         if (probeSkip is not null) return (null, probeSkip);
-        // decoded RGBA + RGB copy + crop/resize clones, plus the encoded bytes
-        long estimate = (long)info!.Width * info.Height * 10 + new FileInfo(file).Length;
+        // Focal mode knows before decoding how many pixels it needs: the cover scale of the target and the detector's
+        // working size. Large JPEGs are then decoded at a reduced DCT scale. (Subject mode may zoom into a small part.)
+        Func<int, int, double>? need = options.Mode == PrepareMode.Focal
+            ? (w, h) => Math.Max(Math.Max((double)options.Size.Width / w, (double)options.Size.Height / h), (double)detector.Options.MaxSide / Math.Max(w, h))
+            : null;
+        // decoded RGBA + RGB copy + crop/resize copies, plus the encoded bytes
+        long pixels = (long)info!.Width * info.Height;
+        bool scaled = need is not null && format is SixLabors.ImageSharp.Formats.Jpeg.JpegFormat && need(info.Width, info.Height) <= 0.5;
+        long estimate = (scaled ? pixels * 10 / 4 : pixels * 10) + new FileInfo(file).Length;
         using var lease = await gate.AcquireAsync(estimate, ct);
-        var (loaded, skip) = ImageIngest.Load(file, options.Ingest, sha);
+        var (loaded, skip) = ImageIngest.Load(file, options.Ingest, sha, need);
         if (skip is not null) return (null, skip);
         using (loaded)
         {
@@ -215,13 +222,19 @@ public static class DatasetPreparer
                 using var overlay = DebugOverlay.Draw(image, detection, plan, subject);
                 AtomicFile.Write(Path.Combine(outDir, debugName), s => overlay.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
             }
-            static ManifestFace F(FaceBox f) => new(f.X, f.Y, f.Width, f.Height, f.Score, f.Model);
-            static ManifestRect R(Rectangle r) => new(r.X, r.Y, r.Width, r.Height);
+            // the manifest is in source pixels; the working image may be a DCT-scaled decode
+            double inv = 1 / loaded.Scale;
+            ManifestFace F(FaceBox f) => new((float)(f.X * inv), (float)(f.Y * inv), (float)(f.Width * inv), (float)(f.Height * inv), f.Score, f.Model);
+            ManifestRect R(Rectangle r)
+            {
+                int x = (int)Math.Round(r.X * inv), y = (int)Math.Round(r.Y * inv);
+                return new(x, y, Math.Min(loaded.Width - x, (int)Math.Round(r.Width * inv)), Math.Min(loaded.Height - y, (int)Math.Round(r.Height * inv)));
+            }
             return (new ManifestItem
             {
-                Source = rel, Sha256 = sha, OriginalWidth = loaded.Width, OriginalHeight = loaded.Height,
+                Source = rel, Sha256 = sha, OriginalWidth = loaded.Width, OriginalHeight = loaded.Height, DecodeScale = loaded.Scale,
                 Faces = detection.Faces.Select(F).ToList(), RejectedFaces = detection.Rejected.Select(F).ToList(),
-                FocalX = plan.Analysis.FocalPoint.X, FocalY = plan.Analysis.FocalPoint.Y, FocalFallback = plan.Analysis.Fallback,
+                FocalX = (float)(plan.Analysis.FocalPoint.X * inv), FocalY = (float)(plan.Analysis.FocalPoint.Y * inv), FocalFallback = plan.Analysis.Fallback,
                 Crop = R(plan.SourceRect), SubjectCrop = subject is null ? null : R(subject.Rect), AspectRatio = subject?.Ratio.ToString(),
                 Output = outName, OutputWidth = target.Width, OutputHeight = target.Height, Bucket = target.ToString(),
                 Warnings = warnings, Debug = debugName,
@@ -230,7 +243,7 @@ public static class DatasetPreparer
     }
 
     /// <summary>Bounds the bytes of decoded images in flight; one request larger than the budget runs alone.</summary>
-    sealed class MemoryGate(long budget)
+    internal sealed class MemoryGate(long budget)
     {
         long _used;
         readonly SemaphoreSlim _signal = new(0);

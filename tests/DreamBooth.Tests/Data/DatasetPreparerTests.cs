@@ -188,6 +188,50 @@ public class DatasetPreparerTests(DetectorFixture fx) : IClassFixture<DetectorFi
     }
 
     [Fact]
+    public async Task Large_jpegs_decode_at_dct_scale_with_coordinates_in_source_pixels()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var raw = tmp.File("raw");
+        Directory.CreateDirectory(raw);
+        using (var img = new Image<Rgb24>(2400, 1800))
+        {
+            img.ProcessPixelRows(acc =>
+            {
+                for (int y = 0; y < acc.Height; y++)
+                {
+                    var row = acc.GetRowSpan(y);
+                    for (int x = 0; x < row.Length; x++) row[x] = new Rgb24((byte)(x / 10), (byte)(y / 8), (byte)((x + y) / 20));
+                }
+            });
+            img.Metadata.ExifProfile = new ExifProfile();
+            img.Metadata.ExifProfile.SetValue(ExifTag.Orientation, (ushort)6);
+            img.SaveAsJpeg(Path.Combine(raw, "big.jpg"), new JpegEncoder { Quality = 92 });
+        }
+        var report = await DatasetPreparer.RunAsync(raw, tmp.File("out"), new PrepareOptions { Size = new Bucket(96, 128) }, detector: fx.Detector);
+        var item = Assert.Single(report.Manifest.Items);
+        Assert.Equal(0.5, item.DecodeScale);                      // need = max(96/1800, 128/2400, 1024/2400) = 0.43
+        Assert.Equal((1800, 2400), (item.OriginalWidth, item.OriginalHeight)); // EXIF 6 applied
+        Assert.Equal(new ManifestRect(0, 0, 1800, 2400), item.Crop);
+        Assert.DoesNotContain(item.Warnings, w => w.Contains("upscaled"));
+        Assert.Contains(item.Warnings, w => w.Contains("EXIF orientation 6"));
+        // same pixels (within JPEG/resampling noise) as the full-resolution path
+        var (full, _) = ImageIngest.Load(Path.Combine(raw, "big.jpg"));
+        using (full)
+        {
+            using var reference = FocalCrop.Apply(full!.Image, FocalCrop.Plan(full.Image, [], 96, 128, FocalCropOptions.Recipe));
+            using var fast = Image.Load<Rgb24>(Path.Combine(report.OutputFolder, item.Output));
+            double diff = 0;
+            for (int y = 0; y < 128; y++)
+                for (int x = 0; x < 96; x++)
+                {
+                    var a = reference[x, y]; var b = fast[x, y];
+                    diff += Math.Abs(a.R - b.R) + Math.Abs(a.G - b.G) + Math.Abs(a.B - b.B);
+                }
+            Assert.InRange(diff / (96 * 128 * 3), 0, 3);
+        }
+    }
+
+    [Fact]
     public async Task Cancellation_stops_the_run()
     {
         using var tmp = TestPaths.NewTempDir();

@@ -23,6 +23,21 @@ public class SubjectAndBucketTests(DetectorFixture fx) : IClassFixture<DetectorF
     }
 
     [Fact]
+    public void Several_people_largest_face_by_default_all_on_request()
+    {
+        FaceBox Face(float x, float y, float size) => new(x, y, size, size, 0.9f, [], "test");
+        var big = Face(100, 100, 80);
+        var small = Face(600, 120, 40);
+        var one = SubjectCropper.Choose(1000, 700, [small, big], SubjectCropOptions.Default);
+        Assert.True(one.Rect.Contains(new SixLabors.ImageSharp.Rectangle(100, 100, 80, 80)));
+        Assert.False(one.Rect.IntersectsWith(new SixLabors.ImageSharp.Rectangle(600, 120, 40, 40)));
+        var all = SubjectCropper.Choose(1000, 700, [small, big], SubjectCropOptions.Default with { AllFaces = true });
+        Assert.True(all.Rect.Contains(new SixLabors.ImageSharp.Rectangle(100, 100, 80, 80)));
+        Assert.True(all.Rect.Contains(new SixLabors.ImageSharp.Rectangle(600, 120, 40, 40)));
+        Assert.True(all.Ratio.Value > 1, $"two people side by side want a landscape ratio, got {all.Ratio}");
+    }
+
+    [Fact]
     public void Without_faces_the_subject_crop_is_central_with_the_closest_ratio()
     {
         var crop = SubjectCropper.Choose(600, 400, [], SubjectCropOptions.Default);

@@ -1,0 +1,300 @@
+using DreamBooth.IO;
+using DreamBooth.Models.Clip;
+using DreamBooth.Models.UNet;
+using DreamBooth.Models.Vae;
+using DreamBooth.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DreamBooth.Checkpoints;
+
+/// <summary>How <see cref="StableDiffusionModel.Load"/> finds and reads a model.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Tokenizer for single-file checkpoints: a tokenizer folder (vocab.json + merges.txt) or bpe_simple_vocab_16e6.txt.gz. Without it the Hub's <see cref="HubTokenizerRepo"/> is used.</summary>
+    public string? TokenizerPath { get; init; }
+    public string HubTokenizerRepo { get; init; } = "openai/clip-vit-large-patch14";
+    /// <summary>An already loaded tokenizer for single-file checkpoints (takes precedence over <see cref="TokenizerPath"/>).</summary>
+    public ClipTokenizer? Tokenizer { get; init; }
+    /// <summary>Single-file checkpoints: take the UNet weights from the EMA copy (model_ema.*).</summary>
+    public bool UseEma { get; init; }
+    /// <summary>Hub: a single file inside the repo (e.g. "Realistic_Vision_V2.0.safetensors"); without it a diffusers layout is expected.</summary>
+    public string? FileName { get; init; }
+    public string Revision { get; init; } = "main";
+    /// <summary>diffusers weight variant (e.g. "fp16" → diffusion_pytorch_model.fp16.safetensors).</summary>
+    public string? Variant { get; init; }
+    public IProgress<HubDownloadProgress>? Progress { get; init; }
+    /// <summary>The Hub client to use (endpoint, token, cache); default: one from the environment.</summary>
+    public HubClient? Hub { get; init; }
+    /// <summary>Single-file checkpoints carry no configs: these default to SD 1.5.</summary>
+    public CLIPTextConfig? TextEncoderConfig { get; init; }
+    public UNet2DConditionConfig? UNetConfig { get; init; }
+    public AutoencoderKLConfig? VaeConfig { get; init; }
+}
+
+/// <summary>
+/// The model bundle every consumer uses: text encoder, UNet, VAE, tokenizer and the scheduler config, loaded from a
+/// single-file checkpoint (.safetensors/.ckpt, LDM layout), a diffusers folder, or a Hugging Face Hub repo; saved as an
+/// A1111 single file or a diffusers folder. Modules are built on CPU in fp32; move them with <see cref="To"/>.
+/// </summary>
+public sealed class StableDiffusionModel : IDisposable
+{
+    /// <summary>runwayml/stable-diffusion-v1-5 <c>scheduler/scheduler_config.json</c>.</summary>
+    public const string StableDiffusion15SchedulerJson = """
+        {
+          "_class_name": "PNDMScheduler",
+          "_diffusers_version": "0.6.0",
+          "beta_end": 0.012,
+          "beta_schedule": "scaled_linear",
+          "beta_start": 0.00085,
+          "num_train_timesteps": 1000,
+          "prediction_type": "epsilon",
+          "set_alpha_to_one": false,
+          "skip_prk_steps": true,
+          "steps_offset": 1,
+          "trained_betas": null,
+          "clip_sample": false
+        }
+        """;
+
+    readonly Lazy<string?> _shortHash;
+
+    public CLIPTextModel TextEncoder { get; }
+    public UNet2DConditionModel UNet { get; }
+    public AutoencoderKL Vae { get; }
+    public ClipTokenizer Tokenizer { get; }
+    public string? SchedulerConfigJson { get; }
+    public string Name { get; }
+    public string SourcePath { get; }
+    /// <summary>A1111's short hash of the source file (first 10 hex of its SHA-256), computed on first use; null for folders.</summary>
+    public string? ShortHash => _shortHash.Value;
+
+    StableDiffusionModel(CLIPTextModel te, UNet2DConditionModel unet, AutoencoderKL vae, ClipTokenizer tokenizer, string? scheduler, string name, string source, bool hashable)
+    {
+        TextEncoder = te; UNet = unet; Vae = vae; Tokenizer = tokenizer; SchedulerConfigJson = scheduler; Name = name; SourcePath = source;
+        _shortHash = new Lazy<string?>(() => hashable && File.Exists(source) ? CheckpointInspector.Sha256Of(source)[..10] : null);
+    }
+
+    /// <summary>Random-weight model of the given configs (deterministic for a seed): tests and benchmarks.</summary>
+    public static StableDiffusionModel CreateRandom(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae, ClipTokenizer tokenizer, long seed)
+    {
+        torch.manual_seed(seed);
+        var (te, u, v) = Build(text, unet, vae);
+        ResetGroupNorms(u);
+        ResetGroupNorms(v);
+        return new StableDiffusionModel(te, u, v, tokenizer, StableDiffusion15SchedulerJson, $"random-{seed}", "(random)", hashable: false);
+    }
+
+    /// <summary>
+    /// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves weight and bias uninitialized (whatever the allocator held: zeros,
+    /// 1e28, NaN), so a random model would be neither deterministic nor finite. Give them PyTorch's init (1, 0).
+    /// Loaded models are unaffected: every tensor is overwritten from the file.
+    /// </summary>
+    static void ResetGroupNorms(nn.Module module)
+    {
+        using var noGrad = no_grad();
+        foreach (var (_, m) in module.named_modules())
+            if (m is TorchSharp.Modules.GroupNorm gn)
+            {
+                gn.weight?.fill_(1);
+                gn.bias?.zero_();
+            }
+    }
+
+    static (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) Build(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae)
+    {
+        CLIPTextModel? te = null; UNet2DConditionModel? u = null;
+        try
+        {
+            te = new CLIPTextModel(text);
+            u = new UNet2DConditionModel(unet);
+            var v = new AutoencoderKL(vae);
+            te.eval(); u.eval(); v.eval();
+            return (te, u, v);
+        }
+        catch
+        {
+            te?.Dispose(); u?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads from a single file (.safetensors/.ckpt), a diffusers folder, or a Hub repo id (owner/name).</summary>
+    public static StableDiffusionModel Load(string pathOrRepoId, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        if (File.Exists(pathOrRepoId)) return LoadSingleFile(Path.GetFullPath(pathOrRepoId), options);
+        if (Directory.Exists(pathOrRepoId))
+        {
+            if (DiffusersFolder.IsDiffusersFolder(pathOrRepoId)) return LoadDiffusers(Path.GetFullPath(pathOrRepoId), options, null);
+            throw new DreamBoothException($"{Path.GetFullPath(pathOrRepoId)}: folder is not a diffusers model (no {DiffusersFolder.ModelIndex})");
+        }
+        if (HubClient.IsRepoId(pathOrRepoId)) return LoadFromHub(pathOrRepoId, options);
+        throw new DreamBoothException($"model '{pathOrRepoId}': no such file or folder, and not a Hugging Face repo id (owner/name)");
+    }
+
+    static StableDiffusionModel LoadFromHub(string repoId, ModelLoadOptions options)
+    {
+        using var owned = options.Hub is null ? new HubClient() : null;
+        var hub = options.Hub ?? owned!;
+        if (options.FileName is { } file)
+        {
+            var local = hub.DownloadFileAsync(repoId, file, options.Revision, options.Progress).GetAwaiter().GetResult();
+            return LoadSingleFile(local, options, hub);
+        }
+        var variant = string.IsNullOrEmpty(options.Variant) ? "" : "." + options.Variant;
+        bool Wanted(string f)
+        {
+            var parts = f.Split('/');
+            if (parts.Length == 1) return f == DiffusersFolder.ModelIndex;
+            if (parts.Length != 2) return false;
+            if (parts[0] is "tokenizer" or "scheduler") return true;
+            if (!DiffusersFolder.WeightComponents.Contains(parts[0])) return false;
+            var name = parts[1];
+            if (name == "config.json") return true;
+            return name.StartsWith("diffusion_pytorch_model" + variant + ".", StringComparison.Ordinal)
+                   && (name.EndsWith(".safetensors", StringComparison.Ordinal) || name.EndsWith(".safetensors.index.json", StringComparison.Ordinal))
+                || name.StartsWith("model" + variant + ".", StringComparison.Ordinal) && name.Contains(".safetensors", StringComparison.Ordinal)
+                || name.StartsWith("model" + variant + "-", StringComparison.Ordinal) && name.EndsWith(".safetensors", StringComparison.Ordinal)
+                || name.StartsWith("diffusion_pytorch_model" + variant + "-", StringComparison.Ordinal) && name.EndsWith(".safetensors", StringComparison.Ordinal);
+        }
+        var dir = hub.SnapshotAsync(repoId, Wanted, options.Revision, options.Progress).GetAwaiter().GetResult();
+        if (!DiffusersFolder.IsDiffusersFolder(dir))
+            throw new DreamBoothException($"{repoId}: not a diffusers repo (no {DiffusersFolder.ModelIndex}); pass the single file's name (ModelLoadOptions.FileName / --model-file)");
+        return LoadDiffusers(dir, options, repoId);
+    }
+
+    static StableDiffusionModel LoadSingleFile(string path, ModelLoadOptions options, HubClient? hub = null)
+    {
+        using var file = TensorFile.Open(path);
+        var unetConfig = options.UNetConfig ?? UNet2DConditionConfig.StableDiffusion15;
+        SingleFileCheckpoint.CheckArchitecture(file, unetConfig);
+        var tokenizer = SingleFileTokenizer(path, options, hub);
+        var (te, unet, vae) = Build(options.TextEncoderConfig ?? CLIPTextConfig.StableDiffusion15, unetConfig, options.VaeConfig ?? AutoencoderKLConfig.StableDiffusion15);
+        try
+        {
+            SingleFileCheckpoint.LoadInto(file, te, unet, vae, options.UseEma);
+        }
+        catch
+        {
+            te.Dispose(); unet.Dispose(); vae.Dispose();
+            throw;
+        }
+        return new StableDiffusionModel(te, unet, vae, tokenizer, StableDiffusion15SchedulerJson, Path.GetFileNameWithoutExtension(path), path, hashable: true);
+    }
+
+    static ClipTokenizer SingleFileTokenizer(string checkpoint, ModelLoadOptions options, HubClient? hub)
+    {
+        if (options.Tokenizer is { } given) return given;
+        if (options.TokenizerPath is { } tp) return ClipTokenizer.FromPath(tp);
+        using var owned = hub is null && options.Hub is null ? new HubClient() : null;
+        var client = hub ?? options.Hub ?? owned!;
+        try
+        {
+            var vocab = client.DownloadFileAsync(options.HubTokenizerRepo, "vocab.json", "main", options.Progress).GetAwaiter().GetResult();
+            var merges = client.DownloadFileAsync(options.HubTokenizerRepo, "merges.txt", "main", options.Progress).GetAwaiter().GetResult();
+            return ClipTokenizer.FromVocabAndMerges(vocab, merges);
+        }
+        catch (DreamBoothException e)
+        {
+            throw new DreamBoothException($"{checkpoint}: a single-file checkpoint has no tokenizer, and {options.HubTokenizerRepo} could not be fetched ({e.Message}); pass --tokenizer PATH (a tokenizer/ folder or bpe_simple_vocab_16e6.txt.gz)", e);
+        }
+    }
+
+    static StableDiffusionModel LoadDiffusers(string dir, ModelLoadOptions options, string? repoId)
+    {
+        string Sub(string c) => Path.Combine(dir, c);
+        string Config(string c)
+        {
+            var p = Path.Combine(Sub(c), "config.json");
+            return File.Exists(p) ? p : throw new DreamBoothException($"{dir}: missing {c}/config.json");
+        }
+        var textConfig = CLIPTextConfig.Load(Config("text_encoder"));
+        var unetConfig = UNet2DConditionConfig.Load(Config("unet"));
+        var vaeConfig = AutoencoderKLConfig.Load(Config("vae"));
+        var tokenizer = Directory.Exists(Sub("tokenizer")) ? ClipTokenizer.FromDirectory(Sub("tokenizer"))
+            : options.TokenizerPath is { } tp ? ClipTokenizer.FromPath(tp)
+            : throw new DreamBoothException($"{dir}: missing tokenizer/ folder (vocab.json + merges.txt)");
+        var schedulerPath = Path.Combine(Sub("scheduler"), "scheduler_config.json");
+        var scheduler = File.Exists(schedulerPath) ? File.ReadAllText(schedulerPath) : null;
+        var (te, unet, vae) = Build(textConfig, unetConfig, vaeConfig);
+        try
+        {
+            void LoadComponent(string name, nn.Module module, IReadOnlySet<string>? ignore = null)
+            {
+                using var weights = DiffusersFolder.OpenWeights(Sub(name), options.Variant)
+                    ?? throw new DreamBoothException($"{Sub(name)}: no weights (expected diffusion_pytorch_model.safetensors / model.safetensors, sharded or .bin)");
+                StateDictLoader.LoadStrict(module, weights, name, ignore);
+            }
+            LoadComponent("unet", unet);
+            LoadComponent("vae", vae);
+            // older transformers saved position_ids as a persistent buffer; it is a constant arange, not a weight
+            LoadComponent("text_encoder", te, new HashSet<string> { "text_model.embeddings.position_ids" });
+        }
+        catch
+        {
+            te.Dispose(); unet.Dispose(); vae.Dispose();
+            throw;
+        }
+        return new StableDiffusionModel(te, unet, vae, tokenizer, scheduler, repoId ?? Path.GetFileName(dir.TrimEnd(Path.DirectorySeparatorChar)), dir, hashable: false);
+    }
+
+    /// <summary>Writes an A1111/LDM single-file .safetensors (atomic) with floats in <paramref name="dtype"/>.</summary>
+    public void SaveSingleFile(string path, ScalarType dtype, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        if (!path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            throw new DreamBoothException($"{path}: single-file saves are .safetensors (pickle .ckpt files are not written)");
+        using var scope = NewDisposeScope();
+        var tensors = SingleFileCheckpoint.ToLdmStateDict(TextEncoder, UNet, Vae, dtype);
+        var meta = new Dictionary<string, string>(metadata ?? new Dictionary<string, string>()) { ["format"] = "pt" };
+        SafeTensors.Save(path, tensors, meta);
+    }
+
+    /// <summary>Writes a diffusers folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/.</summary>
+    public void SaveDiffusers(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var meta = new Dictionary<string, string> { ["format"] = "pt" };
+        void Component(string name, string configJson, string weightsFile, nn.Module module)
+        {
+            var sub = Path.Combine(dir, name);
+            Directory.CreateDirectory(sub);
+            AtomicFile.WriteAllText(Path.Combine(sub, "config.json"), configJson);
+            using var scope = NewDisposeScope();
+            var sd = module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.device_type == DeviceType.CPU ? kv.Value.detach() : kv.Value.detach().cpu());
+            SafeTensors.Save(Path.Combine(sub, weightsFile), sd, meta);
+        }
+        Component("unet", UNet.Config.ToJson(), "diffusion_pytorch_model.safetensors", UNet);
+        Component("vae", Vae.Config.ToJson(), "diffusion_pytorch_model.safetensors", Vae);
+        Component("text_encoder", TextEncoder.Config.ToJson(), "model.safetensors", TextEncoder);
+        Tokenizer.Save(Path.Combine(dir, "tokenizer"));
+        Directory.CreateDirectory(Path.Combine(dir, "scheduler"));
+        AtomicFile.WriteAllText(Path.Combine(dir, "scheduler", "scheduler_config.json"), SchedulerConfigJson ?? StableDiffusion15SchedulerJson);
+        AtomicFile.WriteAllText(Path.Combine(dir, DiffusersFolder.ModelIndex), DiffusersFolder.ModelIndexJson(SchedulerClass()));
+    }
+
+    string SchedulerClass()
+    {
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(SchedulerConfigJson ?? StableDiffusion15SchedulerJson);
+            return doc.RootElement.TryGetProperty("_class_name", out var c) && c.GetString() is { Length: > 0 } s ? s : "PNDMScheduler";
+        }
+        catch (System.Text.Json.JsonException) { return "PNDMScheduler"; }
+    }
+
+    /// <summary>Moves all three modules to a device (and optionally a dtype).</summary>
+    public StableDiffusionModel To(Device device, ScalarType? dtype = null)
+    {
+        if (dtype is { } d) { TextEncoder.to(device, d); UNet.to(device, d); Vae.to(device, d); }
+        else { TextEncoder.to(device); UNet.to(device); Vae.to(device); }
+        return this;
+    }
+
+    public void Dispose()
+    {
+        TextEncoder.Dispose();
+        UNet.Dispose();
+        Vae.Dispose();
+    }
+}
