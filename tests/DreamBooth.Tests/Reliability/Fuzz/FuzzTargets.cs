@@ -92,7 +92,7 @@ public static class FuzzTargets
     }
 
     public static IEnumerable<FuzzTarget> All =>
-        [TrainingConfigJson, A1111DbConfig, ClipConfig, UNetConfig, VaeConfig, Manifest, TrainingState];
+        [TrainingConfigJson, A1111DbConfig, ClipConfig, UNetConfig, VaeConfig, Manifest, TrainingState, .. CheckpointFuzzTargets.All];
 
     static DatasetManifest SampleManifest() => new()
     {
