@@ -103,7 +103,8 @@ public static class DatasetPreparer
         for (int i = 0; i < files.Count; i++)
         {
             if (hashes[i] is not { } h) continue;
-            if (firstByHash.TryGetValue(h, out var first))
+            // files without content are not duplicates of each other: each is reported as empty by the probe
+            if (h != ImageIngest.EmptySha256 && firstByHash.TryGetValue(h, out var first))
                 skipped.Add(new SkippedFile(files[i], ImageIngest.CodeDuplicate, $"same content as {Rel(first)}"));
             else
             {
