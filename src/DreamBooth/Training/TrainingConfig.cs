@@ -283,6 +283,22 @@ public sealed record TrainingConfig
              : pt == typeof(double) ? "a number" : pt == typeof(string) ? "a string" : "a list";
     }
 
+    static readonly HashSet<string> ReservedStems = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
+        "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    };
+
+    /// <summary>
+    /// A name that can prefix files in the output folder on every OS without escaping it: no separators, control
+    /// characters or characters Windows refuses, no leading '.'/'-', no trailing '.'/space, not a device name.
+    /// </summary>
+    internal static bool IsSafeFileStem(string name) =>
+        !string.IsNullOrWhiteSpace(name) && name.Length <= 100
+        && name.All(c => char.IsLetterOrDigit(c) || c is ' ' or '-' or '_' or '.' or '(' or ')' or '+')
+        && name[0] is not ('.' or '-') && name[^1] is not ('.' or ' ')
+        && !ReservedStems.Contains(name.Split('.')[0].Trim());
+
     static int Levenshtein(string a, string b)
     {
         var d = new int[a.Length + 1, b.Length + 1];
@@ -316,8 +332,8 @@ public sealed record TrainingConfig
 
         if (string.IsNullOrWhiteSpace(PretrainedModel)) p.Add("pretrained_model is empty (expected a checkpoint file, diffusers folder or Hub repo id)");
         if (string.IsNullOrWhiteSpace(OutputDir)) p.Add("output_dir is empty");
-        if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || Name.Contains('/'))
-            p.Add($"name = \"{Name}\" is not a valid file name prefix");
+        if (!IsSafeFileStem(Name))
+            p.Add($"name = {JsonSerializer.Serialize(Name)} is not a valid file name prefix (letters, digits, spaces and -_.()+ only, at most 100 characters, not starting with '.' or '-', not a reserved device name)");
 
         Range("epochs", Epochs, 1, 1_000_000);
         Range("save_every_epochs", SaveEveryEpochs, 0, inf);
