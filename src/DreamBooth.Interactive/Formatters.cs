@@ -23,6 +23,7 @@ public static class Formatters
         lock (Registrations)
         {
             if (_done) return;
+            XYPlotFormatter.Hook();
             Formatter.Register<Image>((image, writer) => writer.Write(DreamBooth.Interactive.Html.Img(image)), HtmlFormatter.MimeType);
             Formatter.SetPreferredMimeTypesFor(typeof(Image), HtmlFormatter.MimeType);
             Formatter.Register<PlotlyFigure>((figure, writer) => writer.Write(Charts.ToHtml(figure)), HtmlFormatter.MimeType);

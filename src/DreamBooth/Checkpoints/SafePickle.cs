@@ -270,6 +270,8 @@ public static class SafePickle
                 // The furthest element the view touches must lie inside the storage.
                 System.Numerics.BigInteger last = offset, count = 1;
                 for (int i = 0; i < shape.Length; i++) { last += (System.Numerics.BigInteger)(shape[i] - 1) * strides[i]; count *= shape[i]; }
+                if (count > storage.ElementCount)
+                    throw new DreamBoothException($"{source}: tensor view [{string.Join(", ", shape)}] has more elements than its storage '{storage.Key}' ({storage.ElementCount})");
                 if (count > 0 && last >= storage.ElementCount)
                     throw new DreamBoothException($"{source}: tensor view [{string.Join(", ", shape)}] at offset {offset} reaches element {last} of storage '{storage.Key}' holding {storage.ElementCount}");
                 return new PickleTensor(storage, offset, shape, strides);

@@ -356,6 +356,8 @@ public sealed class SafeTensorsFile : IDisposable
     public unsafe Tensor Load(SafeTensorInfo info)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (info.ByteLength > int.MaxValue)
+            throw new DreamBoothException($"{Path}: tensor '{info.Name}' is {info.ByteLength} bytes; tensors over 2 GiB are not supported");
         var t = torch.empty(info.Shape, info.ScalarType);
         if (info.ByteLength == 0) return t;
         try

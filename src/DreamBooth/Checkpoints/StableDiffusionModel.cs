@@ -80,25 +80,7 @@ public sealed class StableDiffusionModel : IDisposable
     {
         torch.manual_seed(seed);
         var (te, u, v) = Build(text, unet, vae);
-        ResetGroupNorms(u);
-        ResetGroupNorms(v);
         return new StableDiffusionModel(te, u, v, tokenizer, StableDiffusion15SchedulerJson, $"random-{seed}", "(random)", hashable: false);
-    }
-
-    /// <summary>
-    /// TorchSharp 0.107's <c>nn.GroupNorm</c> leaves weight and bias uninitialized (whatever the allocator held: zeros,
-    /// 1e28, NaN), so a random model would be neither deterministic nor finite. Give them PyTorch's init (1, 0).
-    /// Loaded models are unaffected: every tensor is overwritten from the file.
-    /// </summary>
-    static void ResetGroupNorms(nn.Module module)
-    {
-        using var noGrad = no_grad();
-        foreach (var (_, m) in module.named_modules())
-            if (m is TorchSharp.Modules.GroupNorm gn)
-            {
-                gn.weight?.fill_(1);
-                gn.bias?.zero_();
-            }
     }
 
     static (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) Build(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae)

@@ -106,6 +106,8 @@ public sealed class TorchCheckpointFile : ITensorFile
                 var entryName = prefix + "data/" + t.Storage.Key;
                 if (!entries.TryGetValue(entryName, out var e))
                     throw new DreamBoothException($"{zip.Path}: tensor '{name}' refers to missing storage record '{entryName}'");
+                if (t.Storage.ElementCount > int.MaxValue / SafeTensors.ElementSize(t.Storage.Type))
+                    throw new DreamBoothException($"{zip.Path}: storage of tensor '{name}' is over 2 GiB (not supported)");
                 long expected = t.Storage.ElementCount * SafeTensors.ElementSize(t.Storage.Type);
                 if (e.UncompressedSize != expected)
                     throw new DreamBoothException($"{zip.Path}: storage '{entryName}' of tensor '{name}' holds {e.UncompressedSize} bytes, expected {expected}");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DreamBooth.Checkpoints;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
 using DreamBooth.Models.Vae;
@@ -22,7 +23,9 @@ namespace DreamBooth.Pipelines;
 /// </code>
 /// Image k of a request uses its own CPU generator seeded with seed + k for the initial latents and any
 /// ancestral noise, so an image depends only on its seed (not on batch size or device noise).
-/// The models are moved to the chosen device/dtype and put in eval mode when the pipeline is built.
+/// The models are moved to the device/dtype of <see cref="PipelineOptions"/> when given (else used where
+/// they are); each generation runs them in eval mode and restores their train/eval state afterwards, so a
+/// trainer can sample previews from the models it is training.
 /// </summary>
 public sealed class Txt2ImgPipeline : IDisposable
 {
@@ -31,11 +34,16 @@ public sealed class Txt2ImgPipeline : IDisposable
     readonly UNet2DConditionModel _unet;
     readonly AutoencoderKL _vae;
     readonly Device _device;
+    readonly ScalarType _dtype;
+    readonly ScalarType _vaeDtype;
     readonly Dictionary<(string prompt, int chunks, int clipSkip), Tensor> _embeddings = new();
     readonly LinkedList<(string, int, int)> _embeddingOrder = new();
 
     public NoiseSchedule Schedule { get; }
     public PipelineOptions Options { get; }
+    public Device Device => _device;
+    /// <summary>dtype the text encoder and UNet run in.</summary>
+    public ScalarType Dtype => _dtype;
     public string ModelName { get; }
     public string? ModelHash { get; }
     /// <summary>Width and height must be multiples of this (8 for SD: the VAE factor, at least 8).</summary>
@@ -54,18 +62,27 @@ public sealed class Txt2ImgPipeline : IDisposable
         ModelName = modelName;
         ModelHash = modelHash;
         Options = options ?? PipelineOptions.Default;
-        _device = Options.Device ?? CPU;
+        var unetParameter = unet.parameters().First();
+        _device = Options.Device ?? unetParameter.device;
+        _dtype = Options.Dtype ?? unetParameter.dtype;
+        _vaeDtype = Options.VaeDtype ?? vae.parameters().First().dtype;
         if (textEncoder.Config.HiddenSize != unet.Config.CrossAttentionDim)
             throw new DreamBoothException($"model '{modelName}': text encoder hidden_size {textEncoder.Config.HiddenSize} does not match UNet cross_attention_dim {unet.Config.CrossAttentionDim}");
         if (vae.Config.LatentChannels != unet.Config.InChannels)
             throw new DreamBoothException($"model '{modelName}': VAE latent_channels {vae.Config.LatentChannels} does not match UNet in_channels {unet.Config.InChannels}");
-        _textEncoder.to(_device, Options.Dtype);
-        _unet.to(_device, Options.Dtype);
-        _vae.to(_device, Options.VaeDtype);
-        _textEncoder.eval();
-        _unet.eval();
-        _vae.eval();
-        _vae.EnableSlicing = Options.VaeSlicing;
+        if (Options.Device is not null || Options.Dtype is not null)
+        {
+            _textEncoder.to(_device, _dtype);
+            _unet.to(_device, _dtype);
+        }
+        if (Options.Device is not null || Options.VaeDtype is not null) _vae.to(_device, _vaeDtype);
+    }
+
+    /// <summary>A pipeline over a loaded checkpoint: its scheduler config, name and A1111 short hash go into every infotext.</summary>
+    public Txt2ImgPipeline(StableDiffusionModel model, PipelineOptions? options = null)
+        : this(model.Tokenizer, model.TextEncoder, model.UNet, model.Vae, NoiseSchedule.FromConfigJson(model.SchedulerConfigJson),
+               model.Name, model.ShortHash, options)
+    {
     }
 
     /// <summary>Generates <see cref="GenerationRequest.Count"/> images in batches of <see cref="GenerationRequest.BatchSize"/>.</summary>
@@ -126,6 +143,10 @@ public sealed class Txt2ImgPipeline : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var generators = seeds.Select(s => new Generator(unchecked((ulong)s))).ToList();
+        bool teTraining = _textEncoder.training, unetTraining = _unet.training, vaeTraining = _vae.training;
+        _textEncoder.eval();
+        _unet.eval();
+        _vae.eval();
         try
         {
             var (cond, uncond) = EncodePair(request.Prompt, request.NegativePrompt, request.ClipSkip);
@@ -143,7 +164,7 @@ public sealed class Txt2ImgPipeline : IDisposable
                 using (var stepScope = NewDisposeScope())
                 {
                     var input = sampler.ScaleModelInput(latents, i);
-                    var modelInput = (guided ? cat([input, input], 0) : input).to(Options.Dtype);
+                    var modelInput = (guided ? cat([input, input], 0) : input).to(_dtype);
                     var t = full([modelInput.shape[0]], sampler.Timesteps[i], ScalarType.Float32, _device);
                     var prediction = _unet.forward(modelInput, t, context).to(ScalarType.Float32);
                     if (guided)
@@ -170,6 +191,9 @@ public sealed class Txt2ImgPipeline : IDisposable
         finally
         {
             foreach (var g in generators) g.Dispose();
+            _textEncoder.train(teTraining);
+            _unet.train(unetTraining);
+            _vae.train(vaeTraining);
         }
     }
 
@@ -193,8 +217,9 @@ public sealed class Txt2ImgPipeline : IDisposable
     byte[][] DecodeToBytes(Tensor latents, int width, int height)
     {
         using var scope = NewDisposeScope();
+        _vae.EnableSlicing = Options.VaeSlicing;
         _vae.EnableTiling = Options.VaeTiling ?? (long)width * height > 1024 * 1024;
-        var decoded = _vae.Decode((latents / _vae.Config.ScalingFactor).to(Options.VaeDtype)).to(ScalarType.Float32);
+        var decoded = _vae.Decode((latents / _vae.Config.ScalingFactor).to(_vaeDtype)).to(ScalarType.Float32);
         var bytes = (decoded / 2 + 0.5).clamp(0, 1).mul(255).round().to(ScalarType.Byte).permute(0, 2, 3, 1).contiguous().cpu();
         var result = new byte[bytes.shape[0]][];
         for (int k = 0; k < result.Length; k++) result[k] = bytes[k].data<byte>().ToArray();
@@ -230,7 +255,7 @@ public sealed class Txt2ImgPipeline : IDisposable
         {
             var options = PromptOptions.Inference with { MaxTokenLength = chunks * PromptOptions.ChunkTokens, PadTokens = true };
             var ids = _tokenizer.Tokenize([key.Item1], options).to(_device);
-            states = PromptEncoder.EncodePrompts(_textEncoder, ids, clipSkip).to(Options.Dtype).MoveToOuterDisposeScope();
+            states = PromptEncoder.EncodePrompts(_textEncoder, ids, clipSkip).to(_dtype).MoveToOuterDisposeScope();
         }
         if (Options.EmbeddingCacheCapacity <= 0) return states; // owned by the caller's dispose scope
         states.DetachFromDisposeScope();

@@ -137,6 +137,8 @@ public class StableDiffusionModelTests
         Assert.True(Same(ctx, loaded.TextEncoder.forward(ids)));
         var t = tensor(new long[] { 500 });
         Assert.True(Same(model.UNet.forward(sample, t, ctx), loaded.UNet.forward(sample, t, ctx)));
+        var image = randn([1, 3, 16, 16], generator: g);
+        Assert.True(Same(model.Vae.Encode(image).Mean, loaded.Vae.Encode(image).Mean));
         var latents = randn([1, 4, 8, 8], generator: g);
         Assert.True(Same(model.Vae.Decode(latents), loaded.Vae.Decode(latents)));
     }
@@ -162,6 +164,40 @@ public class StableDiffusionModelTests
         Assert.Contains("diffusers folder", stdout);
         Assert.Matches($@"unet\s+{model.UNet.state_dict().Count} tensors\s+{model.UNet.parameters().Sum(p => p.numel()):N0} parameters\s+F32", stdout);
         Assert.Matches($@"text_encoder\s+{model.TextEncoder.state_dict().Count} tensors", stdout);
+    }
+
+    [Fact]
+    public void Diffusers_folder_with_sharded_unet_and_bin_text_encoder_loads()
+    {
+        using var dir = TestPaths.NewTempDir();
+        using var model = Tiny(8);
+        var folder = dir.File("tiny");
+        model.SaveDiffusers(folder);
+        // unet: split into two shards with an index, as large diffusers repos ship it
+        var unetFile = Path.Combine(folder, "unet", "diffusion_pytorch_model.safetensors");
+        var sd = model.UNet.state_dict();
+        var keys = sd.Keys.Order(StringComparer.Ordinal).ToList();
+        var first = keys.Take(keys.Count / 2).ToHashSet();
+        SafeTensors.Save(Path.Combine(folder, "unet", "diffusion_pytorch_model-00001-of-00002.safetensors"), sd.Where(kv => first.Contains(kv.Key)).ToDictionary());
+        SafeTensors.Save(Path.Combine(folder, "unet", "diffusion_pytorch_model-00002-of-00002.safetensors"), sd.Where(kv => !first.Contains(kv.Key)).ToDictionary());
+        var map = string.Join(",", keys.Select(k => $"\"{k}\":\"diffusion_pytorch_model-0000{(first.Contains(k) ? 1 : 2)}-of-00002.safetensors\""));
+        File.WriteAllText(Path.Combine(folder, "unet", "diffusion_pytorch_model.safetensors.index.json"), "{\"metadata\":{},\"weight_map\":{" + map + "}}");
+        File.Delete(unetFile);
+        // text_encoder: a legacy pytorch_model.bin-style pickle (named model.bin here), with the old persistent position_ids
+        var te = model.TextEncoder.state_dict().Select(kv => (kv.Key, kv.Value)).ToList();
+        te.Add(("text_model.embeddings.position_ids", arange(77, dtype: ScalarType.Int64).unsqueeze(0)));
+        File.Delete(Path.Combine(folder, "text_encoder", "model.safetensors"));
+        TorchCheckpointWriter.WriteStateDict(Path.Combine(folder, "text_encoder", "model.bin"), te, wrapInStateDict: false);
+
+        using var loaded = StableDiffusionModel.Load(folder);
+        AssertSameWeights(model, loaded);
+
+        // a shard that lost a tensor the index promises: a clear error naming it
+        var shard2 = Path.Combine(folder, "unet", "diffusion_pytorch_model-00002-of-00002.safetensors");
+        var last = keys.Last();
+        SafeTensors.Save(shard2, sd.Where(kv => !first.Contains(kv.Key) && kv.Key != last).ToDictionary());
+        var e = Assert.Throws<DreamBoothException>(() => StableDiffusionModel.Load(folder));
+        Assert.Contains(last, e.Message);
     }
 
     [Fact]

@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Globalization;
+using DreamBooth.Checkpoints;
+using DreamBooth.Training;
+
+namespace DreamBooth.Cli.Commands;
+
+/// <summary>
+/// `dreambooth train --config FILE [--resume OUTPUT_DIR]`, and `--import-a1111 db_config.json` to turn an
+/// A1111 extension config into ours (written to --config) without training.
+/// </summary>
+public sealed class TrainCommand : ICliCommand
+{
+    public Command Build()
+    {
+        var config = new Option<FileInfo?>("--config") { Description = "Training config JSON (snake_case keys; see docs). With --import-a1111: where to write it" };
+        var resume = new Option<DirectoryInfo?>("--resume") { Description = "Continue the run saved in this output folder (bitwise identical on CPU)" };
+        var import = new Option<FileInfo?>("--import-a1111") { Description = "Convert an A1111 DreamBooth extension db_config.json into --config, report what is ignored, and exit" };
+        var every = new Option<int>("--log-every") { Description = "Print a step line every N steps", DefaultValueFactory = _ => 10 };
+        var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable)");
+        cmd.Options.Add(config);
+        cmd.Options.Add(resume);
+        cmd.Options.Add(import);
+        cmd.Options.Add(every);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            var w = parse.InvocationConfiguration.Output;
+            var configFile = parse.GetValue(config);
+            var resumeDir = parse.GetValue(resume);
+            var importFile = parse.GetValue(import);
+            if (importFile is not null)
+            {
+                if (configFile is null) throw new DreamBoothException("--import-a1111 needs --config FILE to write the converted config to");
+                var r = A1111DbConfigImporter.ImportFile(importFile.FullName);
+                r.Config.Save(configFile.FullName);
+                foreach (var m in r.Mapped) w.WriteLine($"mapped   {m}");
+                foreach (var i in r.Ignored) w.WriteLine($"ignored  {i}");
+                w.WriteLine($"wrote {configFile.FullName}");
+                return 0;
+            }
+            TrainingConfig cfg;
+            if (resumeDir is not null) cfg = DreamBoothTrainer.ReadResumeConfig(resumeDir.FullName);
+            else if (configFile is not null) cfg = TrainingConfig.Load(configFile.FullName);
+            else throw new DreamBoothException("train needs --config FILE (or --resume OUTPUT_DIR)");
+            cfg.ThrowIfInvalid(source: configFile?.FullName ?? resumeDir!.FullName);
+
+            CliApp.Torch();
+            using var model = StableDiffusionModel.Load(cfg.PretrainedModel);
+            using var trainer = new DreamBoothTrainer(cfg, model);
+            if (resumeDir is not null) trainer.LoadState(resumeDir.FullName);
+            int n = Math.Max(1, parse.GetValue(every));
+            var progress = new SyncProgress(e => Print(w, e, n));
+            var result = await Task.Run(() => trainer.Run(progress, ct), CancellationToken.None);
+            w.WriteLine(result.Cancelled
+                ? $"cancelled at step {result.Steps}; resume with: dreambooth train --resume {cfg.OutputDir}"
+                : $"done: {result.Steps} steps, {result.Epochs} epochs, {result.Saves.Count} save(s) in {cfg.OutputDir}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void Print(TextWriter w, TrainingEvent e, int every)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        switch (e.Kind)
+        {
+            case TrainingEventKind.Step when e.Step % every == 0 || e.Step == e.TotalSteps:
+                w.WriteLine(string.Format(ci, "step {0}/{1} epoch {2} loss {3:F4} inst {4:F4} prior {5:F4} lr {6:G3}/{7:G3} gnorm {8:F3} {9:F2} img/s {10} MiB",
+                    e.Step, e.TotalSteps, e.Epoch + 1, e.Loss, e.InstanceLoss, e.PriorLoss, e.LrUnet, e.LrTextEncoder, e.GradNorm, e.ImagesPerSecond, e.MemoryBytes >> 20));
+                break;
+            case TrainingEventKind.Step:
+                break;
+            case TrainingEventKind.Saved:
+                w.WriteLine($"saved {e.Path}");
+                break;
+            default:
+                if (e.Message is not null) w.WriteLine(e.Message);
+                break;
+        }
+    }
+
+    /// <summary>IProgress that reports on the training thread (in order, no sync-context hop).</summary>
+    sealed class SyncProgress(Action<TrainingEvent> report) : IProgress<TrainingEvent>
+    {
+        public void Report(TrainingEvent value) => report(value);
+    }
+}

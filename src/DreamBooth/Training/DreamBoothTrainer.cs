@@ -1,0 +1,554 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DreamBooth.Checkpoints;
+using DreamBooth.IO;
+using DreamBooth.Models.Clip;
+using DreamBooth.Schedulers;
+using DreamBooth.Text;
+using DreamBooth.Training.Optimizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DreamBooth.Training;
+
+/// <summary>What a run ended with.</summary>
+public sealed record TrainingResult(int Steps, int Epochs, bool Cancelled, IReadOnlyList<string> Saves, double LastLoss);
+
+/// <summary>Renders preview images of the model being trained (implemented by the sampling pipeline).</summary>
+public interface IPreviewRenderer
+{
+    /// <summary>Renders <paramref name="prompts"/> with fixed seeds into <paramref name="outputDir"/>; returns the files written.</summary>
+    IReadOnlyList<string> Render(StableDiffusionModel model, IReadOnlyList<string> prompts, long seed, string outputDir, int epoch);
+}
+
+/// <summary>
+/// The DreamBooth loop. Owns the precision setup (fp32 masters, bf16/fp16 compute copies), the optimizer
+/// with its UNet and text-encoder groups, the LR schedule, EMA, the latent cache, saves, training state
+/// and resume. The step itself is <see cref="TrainStep"/>; everything else lives around it.
+/// </summary>
+public sealed class DreamBoothTrainer : IDisposable
+{
+    public const string StateFileName = "training_state.json";
+
+    readonly TrainingConfig _c;
+    readonly StableDiffusionModel _sd;
+    readonly IPreviewRenderer? _previews;
+    readonly Device _device;
+    readonly ScalarType _computeDtype;
+    readonly NoiseSchedule _schedule;
+    readonly TrainingData _data;
+    readonly MasterWeights _unetMasters;
+    readonly MasterWeights _teMasters;
+    readonly string[] _unetTrainable;
+    readonly string[] _teTrainable;
+    readonly TrainingOptimizer _optimizer;
+    readonly LrSchedule _lr;
+    readonly EmaModel? _ema;
+    readonly LatentCache? _latentCache;
+    readonly LossScaler _scaler;
+    readonly Dictionary<string, Tensor> _textCache = new();
+    readonly List<string> _saves = new();
+    readonly PromptOptions _promptOptions;
+
+    int _step;            // optimizer steps done
+    int _epoch;           // current epoch (0-based)
+    int _batchInEpoch;    // batches of the current epoch already trained
+    bool _teFrozen;
+
+    public TrainingConfig Config => _c;
+    public int TotalSteps { get; }
+    public int TextEncoderSteps { get; }
+    public int StepsPerEpoch { get; }
+    public int Step => _step;
+    public Device Device => _device;
+    public TrainingData Data => _data;
+    public LatentCache? LatentCache => _latentCache;
+    public EmaModel? Ema => _ema;
+    public TrainingOptimizer Optimizer => _optimizer;
+    public bool TextEncoderFrozen => _teFrozen;
+
+    public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null)
+    {
+        config.ThrowIfInvalid(checkFolders: true);
+        _c = config;
+        _sd = model;
+        _previews = previews;
+        if (config.PreviewEveryEpochs > 0 && previews is null)
+            throw new DreamBoothException("preview_every_epochs > 0 needs a preview renderer (the sampling pipeline); set preview_every_epochs to 0");
+        _device = ResolveDevice(config.Device);
+        _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
+        if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
+            throw new DreamBoothException("mixed_precision = \"fp16\" needs a CUDA device (use bf16 or no on the CPU)");
+        _schedule = NoiseSchedule.FromConfigJson(model.SchedulerConfigJson);
+        _data = new TrainingData(config);
+        _promptOptions = new PromptOptions { PadTokens = config.PadTokens, StrictTokens = config.StrictTokens, ShuffleTags = config.ShuffleTags, MaxTokenLength = config.MaxTokenLength };
+
+        StepsPerEpoch = (_data.BatchesPerEpoch + config.GradientAccumulationSteps - 1) / config.GradientAccumulationSteps;
+        TotalSteps = StepsPerEpoch * config.Epochs;
+        TextEncoderSteps = config.TrainUnet ? (int)Math.Round(config.TextEncoderStepRatio * TotalSteps, MidpointRounding.AwayFromZero) : TotalSteps;
+        if (config.TextEncoderLearningRate <= 0) TextEncoderSteps = 0;
+
+        // what trains: every UNet parameter (train_unet), the TE except (optionally) its LayerNorms
+        var unet = model.UNet;
+        var te = model.TextEncoder;
+        model.Vae.to(_device);
+        model.Vae.eval();
+        foreach (var p in model.Vae.parameters()) p.requires_grad_(false);
+        unet.to(_device);
+        te.to(_device);
+        foreach (var (_, p) in unet.named_parameters()) p.requires_grad_(config.TrainUnet);
+        foreach (var (name, p) in te.named_parameters()) p.requires_grad_(TextEncoderSteps > 0 && !(config.FreezeClipNormalization && IsLayerNorm(te, name)));
+        _unetTrainable = unet.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
+        _teTrainable = te.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
+        unet.GradientCheckpointing = config.GradientCheckpointing;
+
+        // fp32 masters of every weight (so saves never round through the compute dtype), then the compute copies
+        _unetMasters = new MasterWeights(unet, _computeDtype, (_, _) => true);
+        _teMasters = new MasterWeights(te, _computeDtype, (_, _) => true);
+
+        var unetParams = Select(_unetMasters, _unetTrainable);
+        var teParams = Select(_teMasters, _teTrainable);
+        _optimizer = TrainingOptimizer.Create(config.Optimizer,
+        [
+            new ParamGroup("unet", unetParams, config.LearningRate, config.WeightDecay) { Enabled = config.TrainUnet },
+            new ParamGroup("text_encoder", teParams, config.TextEncoderLearningRate, config.TextEncoderWeightDecay) { Enabled = TextEncoderSteps > 0 },
+        ]);
+        _lr = LrSchedule.FromConfig(config, TotalSteps);
+        _scaler = new LossScaler(enabled: _computeDtype == ScalarType.Float16);
+        if (config.UseEma)
+            _ema = new EmaModel(_unetMasters.Names.Zip(_unetMasters.Masters), config.EmaDecay, config.EmaWarmup,
+                config.EmaDevice == "cpu" ? torch.CPU : _device);
+        if (config.CacheLatents)
+            _latentCache = new LatentCache(Path.Combine(config.OutputDir, "latent_cache"), model.Vae, _device);
+        _teFrozen = TextEncoderSteps == 0;
+        if (_teFrozen) FreezeTextEncoder();
+        else te.train();
+        if (config.TrainUnet) unet.train(); else unet.eval();
+    }
+
+    static IReadOnlyList<Tensor> Select(MasterWeights m, string[] names)
+    {
+        var set = names.ToHashSet();
+        return m.Names.Select((n, i) => (n, i)).Where(x => set.Contains(x.n)).Select(x => m.Masters[x.i]).ToList();
+    }
+
+    static bool IsLayerNorm(CLIPTextModel te, string paramName)
+    {
+        int dot = paramName.LastIndexOf('.');
+        string owner = dot < 0 ? "" : paramName[..dot];
+        return te.named_modules().Any(m => m.name == owner && m.module is TorchSharp.Modules.LayerNorm);
+    }
+
+    public static Device ResolveDevice(string device) => device switch
+    {
+        "auto" => torch.cuda.is_available() ? torch.CUDA : torch.CPU,
+        "cpu" => torch.CPU,
+        _ when device.StartsWith("cuda", StringComparison.Ordinal) => torch.cuda.is_available()
+            ? torch.device(device) : throw new DreamBoothException($"device = \"{device}\" but CUDA is not available"),
+        _ => throw new DreamBoothException($"device = \"{device}\" is not one of: auto, cpu, cuda, cuda:N"),
+    };
+
+    // ------------------------------------------------------------------ the step
+
+    /// <summary>Per-sample inputs of one forward pass.</summary>
+    sealed record StepInputs(Tensor Latents, Tensor InputIds, Tensor IsClass);
+
+    /// <summary>
+    /// One forward/backward on a batch (instance and class samples together): noise → timesteps →
+    /// add_noise → UNet → target → fp32 loss split into instance and prior → backward of
+    /// (instance + w·prior)·scale/accumulation. Returns (loss, instance, prior) as doubles.
+    /// </summary>
+    (double Loss, double Instance, double Prior) TrainStep(StepInputs x, double priorWeight, Generator gen, double lossScale)
+    {
+        using var scope = torch.NewDisposeScope();
+        var latents = x.Latents;                                                    // [B,4,h,w] fp32, scaled
+        var noise = torch.randn(latents.shape, generator: gen, device: latents.device);
+        if (_c.OffsetNoise != 0)
+            noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
+        long bsz = latents.shape[0];
+        var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
+        var noisyLatents = _schedule.AddNoise(latents, noise, timesteps);
+
+        var encoderHiddenStates = EncodeText(x.InputIds);
+        var modelPred = _sd.UNet.forward(noisyLatents.to(_computeDtype), timesteps, encoderHiddenStates.to(_computeDtype));
+        var target = _schedule.Target(latents, noise, timesteps);
+
+        var perSample = (modelPred.to(ScalarType.Float32) - target).pow(2).mean([1L, 2L, 3L]);   // [B]
+        var isClass = x.IsClass;
+        var instanceMask = isClass.logical_not();
+        var instanceLoss = perSample.masked_select(instanceMask).mean();
+        bool hasPrior = isClass.any().item<bool>();
+        var priorLoss = hasPrior ? perSample.masked_select(isClass).mean() : torch.zeros_like(instanceLoss);
+        var loss = instanceLoss + priorWeight * priorLoss;
+
+        (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
+        return (loss.item<float>(), instanceLoss.item<float>(), hasPrior ? priorLoss.item<float>() : double.NaN);
+    }
+
+    Tensor EncodeText(Tensor ids)
+    {
+        if (!_teFrozen) return PromptEncoder.EncodePrompts(_sd.TextEncoder, ids, _c.ClipSkip);
+        // frozen TE: embeddings are fixed per token row, computed once
+        using var scope = torch.NewDisposeScope();
+        var rows = new List<Tensor>();
+        var idsCpu = ids.cpu();
+        for (long i = 0; i < ids.shape[0]; i++)
+        {
+            var row = idsCpu[i];
+            string key = string.Join(",", row.data<long>().ToArray());
+            if (!_textCache.TryGetValue(key, out var emb))
+            {
+                using (torch.no_grad())
+                    emb = PromptEncoder.EncodePrompts(_sd.TextEncoder, row.unsqueeze(0).to(_device), _c.ClipSkip).DetachFromDisposeScope();
+                _textCache[key] = emb;
+            }
+            rows.Add(emb);
+        }
+        return torch.cat(rows, 0).MoveToOuterDisposeScope();
+    }
+
+    // ------------------------------------------------------------------ the loop
+
+    /// <summary>
+    /// Trains from the current position (0, or what <see cref="LoadState"/> restored) to the last epoch.
+    /// Cancellation saves a checkpoint and the training state, then returns with Cancelled = true.
+    /// A NaN/inf loss stops the run with an error naming the step; earlier saves stay.
+    /// </summary>
+    public TrainingResult Run(IProgress<TrainingEvent>? progress = null, CancellationToken cancellationToken = default)
+    {
+        Directory.CreateDirectory(_c.OutputDir);
+        AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, "config.json"), _c.ToJson() + "\n");
+        string csv = Path.Combine(_c.OutputDir, "log.csv");
+        if (_step == 0 || !File.Exists(csv)) File.WriteAllText(csv, TrainingEvent.CsvHeader + "\n");
+        progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
+            Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch, {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
+
+        double lastLoss = double.NaN;
+        var sw = new Stopwatch();
+        while (_epoch < _c.Epochs)
+        {
+            var batches = _data.Epoch(_epoch);
+            double priorWeight = PriorLossSchedule.Weight(_c, _epoch);
+            while (_batchInEpoch < batches.Count)
+            {
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    string path = Save(progress, cancelled: true);
+                    progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Cancelled, Step = _step, Epoch = _epoch, Path = path, Message = "cancelled: checkpoint and training state saved" });
+                    return new TrainingResult(_step, _epoch, true, _saves, lastLoss);
+                }
+                if (!_teFrozen && _step >= TextEncoderSteps)
+                {
+                    FreezeTextEncoder();
+                    progress?.Report(new TrainingEvent { Kind = TrainingEventKind.TextEncoderFrozen, Step = _step, Epoch = _epoch, Message = $"text encoder frozen after {_step} steps" });
+                }
+                sw.Restart();
+                int take = Math.Min(_c.GradientAccumulationSteps, batches.Count - _batchInEpoch);
+                var gen = NewGenerator(_step);
+                var rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
+                double loss = 0, inst = 0, prior = 0; int priorCount = 0, images = 0;
+                for (int a = 0; a < take; a++)
+                {
+                    var batch = batches[_batchInEpoch + a];
+                    images += batch.Images.Count;
+                    using var scope = torch.NewDisposeScope();
+                    var inputs = Prepare(batch, gen, rng);
+                    var r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                    loss += r.Loss / take; inst += r.Instance / take;
+                    if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
+                }
+                if (!double.IsFinite(loss))
+                    throw new DreamBoothException($"loss is {(double.IsNaN(loss) ? "NaN" : "infinite")} at step {_step + 1} (epoch {_epoch + 1}); stopped. " +
+                        (_saves.Count > 0 ? $"Last good checkpoint: {_saves[^1]}" : "No checkpoint was saved yet") + ". Lower the learning rate or use bf16/fp32.");
+                var (gradNorm, teGradNorm, stepped) = OptimizerStep();
+                _batchInEpoch += take;
+                if (stepped) _step++;
+                lastLoss = loss;
+                sw.Stop();
+                var ev = new TrainingEvent
+                {
+                    Kind = TrainingEventKind.Step, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
+                    Loss = loss, InstanceLoss = inst, PriorLoss = priorCount > 0 ? prior / priorCount : double.NaN, PriorLossWeight = priorWeight,
+                    LrUnet = _optimizer.Groups[0].Enabled ? _optimizer.Groups[0].LearningRate : 0,
+                    LrTextEncoder = _optimizer.Groups[1].Enabled ? _optimizer.Groups[1].LearningRate : 0,
+                    GradNorm = gradNorm, TextEncoderGradNorm = teGradNorm,
+                    StepSeconds = sw.Elapsed.TotalSeconds, ImagesPerSecond = images / Math.Max(1e-9, sw.Elapsed.TotalSeconds),
+                    MemoryBytes = MemoryInUse(),
+                };
+                File.AppendAllText(csv, ev.ToCsv() + "\n");
+                progress?.Report(ev);
+            }
+            _epoch++;
+            _batchInEpoch = 0;
+            progress?.Report(new TrainingEvent { Kind = TrainingEventKind.EpochEnd, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Loss = lastLoss });
+            bool last = _epoch == _c.Epochs;
+            if ((_c.SaveEveryEpochs > 0 && _epoch % _c.SaveEveryEpochs == 0) || last) Save(progress, cancelled: false);
+            if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
+            {
+                var files = WithFp32Weights(ema: false, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
+                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
+            }
+        }
+        if (_c.SaveDiffusersAtEnd)
+        {
+            string dir = Path.Combine(_c.OutputDir, $"{_c.Name}_diffusers");
+            WithFp32Weights(ema: false, () => { _sd.SaveDiffusers(dir); return 0; });
+            progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Saved, Step = _step, Epoch = _epoch, Path = dir, Message = "diffusers folder" });
+        }
+        progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Completed, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Loss = lastLoss });
+        return new TrainingResult(_step, _epoch, false, _saves, lastLoss);
+    }
+
+    Generator NewGenerator(int step)
+    {
+        ulong seed = (ulong)TrainingData.Mix(_c.Seed, step, 0x401_5e);
+        return _device.type == DeviceType.CPU ? new Generator(seed) : new Generator(seed, _device);
+    }
+
+    /// <summary>Latents (cached distribution → sample, or VAE encode), token ids and class flags of a batch.</summary>
+    StepInputs Prepare(TrainingBatch batch, Generator gen, Random rng)
+    {
+        double sf = _sd.Vae.Config.ScalingFactor;
+        var lat = new List<Tensor>();
+        var prompts = new List<string>();
+        foreach (var img in batch.Images)
+        {
+            bool flip = _c.Hflip && rng.Next(2) == 1;
+            Tensor mean, std;
+            if (_latentCache is not null) (mean, std) = _latentCache.Get(img, batch.Width, batch.Height, flip, _c.DynamicImageNormalization);
+            else (mean, std) = LatentCache.Encode(_sd.Vae, img.Path, batch.Width, batch.Height, flip, _c.DynamicImageNormalization, _device);
+            var eps = torch.randn(mean.shape, generator: gen, device: mean.device);
+            lat.Add((mean + std * eps) * sf);
+            if (_latentCache is null) { mean.Dispose(); std.Dispose(); }
+            prompts.Add(img.Prompt);
+        }
+        var ids = _sd.Tokenizer.Tokenize(prompts, _promptOptions, rng).to(_device);
+        var isClass = torch.tensor(batch.Images.Select(i => i.IsClass).ToArray()).to(_device);
+        return new StepInputs(torch.stack(lat), ids, isClass);
+    }
+
+    /// <summary>Grads → fp32 masters (unscaled), clipping per group, optimizer step, LR schedule, masters → compute copies, EMA.</summary>
+    (double GradNorm, double TeGradNorm, bool Stepped) OptimizerStep()
+    {
+        bool finite = _unetMasters.CopyGradsToMasters(1.0 / _scaler.Scale) & (_teFrozen || _teMasters.CopyGradsToMasters(1.0 / _scaler.Scale));
+        _scaler.Update(finite);
+        if (!finite)
+        {
+            _optimizer.ZeroGrad();
+            return (double.NaN, double.NaN, false);
+        }
+        double gn = GradientClipping.ClipGradNorm(_optimizer.Groups[0].Params, _c.MaxGradNorm);
+        double tgn = _teFrozen ? 0 : GradientClipping.ClipGradNorm(_optimizer.Groups[1].Params, _c.TextEncoderMaxGradNorm);
+        foreach (var g in _optimizer.Groups) g.LearningRate = _lr.LearningRate(_step, g.BaseLearningRate);
+        _optimizer.Step();
+        _optimizer.ZeroGrad();
+        _unetMasters.CopyMastersToModel();
+        if (!_teFrozen) _teMasters.CopyMastersToModel();
+        _ema?.Update(_unetMasters.Names.Zip(_unetMasters.Masters));
+        return (gn, tgn, true);
+    }
+
+    /// <summary>The TE stops training: no grads, eval mode, its optimizer group disabled and its state dropped.</summary>
+    void FreezeTextEncoder()
+    {
+        _teFrozen = true;
+        foreach (var p in _sd.TextEncoder.parameters()) { p.requires_grad_(false); TrainingOptimizer.ClearGrad(p); }
+        foreach (var m in _teMasters.Masters) TrainingOptimizer.ClearGrad(m);
+        _sd.TextEncoder.eval();
+        _optimizer.Groups[1].Enabled = false;
+        _optimizer.DropState("text_encoder");
+    }
+
+    long MemoryInUse()
+    {
+        if (_device.type == DeviceType.CUDA && DreamBooth.Runtime.Nvml.Available)
+            return DreamBooth.Runtime.Nvml.UsedBytes(_device.index < 0 ? 0 : _device.index);
+        return Environment.WorkingSet;
+    }
+
+    // ------------------------------------------------------------------ saving and resume
+
+    /// <summary>
+    /// Puts the fp32 masters (or the EMA weights into the UNet) into fp32 modules, runs <paramref name="action"/>,
+    /// then restores the compute copies.
+    /// </summary>
+    T WithFp32Weights<T>(bool ema, Func<T> action)
+    {
+        var unet = _sd.UNet;
+        var te = _sd.TextEncoder;
+        bool convert = _computeDtype != ScalarType.Float32;
+        Dictionary<string, Tensor>? backup = null;
+        try
+        {
+            using (torch.no_grad())
+            {
+                if (convert) { unet.to(ScalarType.Float32); te.to(ScalarType.Float32); }
+                CopyInto(unet, _unetMasters.Names.Zip(_unetMasters.Masters));
+                CopyInto(te, _teMasters.Names.Zip(_teMasters.Masters));
+                if (ema && _ema is not null)
+                {
+                    if (!convert) backup = unet.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().clone());
+                    CopyInto(unet, _ema.Shadow.Select(kv => (kv.Key, kv.Value)));
+                }
+            }
+            return action();
+        }
+        finally
+        {
+            using (torch.no_grad())
+            {
+                if (backup is not null) { CopyInto(unet, backup.Select(kv => (kv.Key, kv.Value))); foreach (var t in backup.Values) t.Dispose(); }
+                if (convert)
+                {
+                    unet.to(_computeDtype); te.to(_computeDtype);
+                    _unetMasters.CopyMastersToModel(); _teMasters.CopyMastersToModel();
+                }
+            }
+        }
+    }
+
+    static void CopyInto(nn.Module module, IEnumerable<(string Name, Tensor Value)> weights)
+    {
+        var ps = module.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        foreach (var (name, v) in weights) ps[name].copy_(v);
+    }
+
+    ScalarType SaveDtype => _c.SaveDtype switch
+    {
+        "fp16" => ScalarType.Float16,
+        "bf16" => ScalarType.BFloat16,
+        _ => ScalarType.Float32,
+    };
+
+    /// <summary>Writes <c>{name}_{epoch:0000}.safetensors</c> (+ _ema), its training state, and the resume pointer.</summary>
+    string Save(IProgress<TrainingEvent>? progress, bool cancelled)
+    {
+        Directory.CreateDirectory(_c.OutputDir);
+        // mid-epoch (cancel) saves carry the step so they never overwrite an epoch save
+        string stem = _batchInEpoch == 0 ? $"{_c.Name}_{_epoch:0000}" : $"{_c.Name}_{_epoch:0000}_s{_step:000000}";
+        string path = Path.Combine(_c.OutputDir, stem + ".safetensors");
+        var meta = new Dictionary<string, string>
+        {
+            ["dreambooth_epoch"] = _epoch.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["dreambooth_step"] = _step.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["dreambooth_base_model"] = _sd.Name,
+            ["dreambooth_base_model_hash"] = _sd.ShortHash ?? "",
+            ["dreambooth_config"] = _c.ToJson(),
+            ["dreambooth_cancelled"] = cancelled ? "true" : "false",
+        };
+        WithFp32Weights(ema: false, () => { _sd.SaveSingleFile(path, SaveDtype, meta); return 0; });
+        if (_c.SaveEmaWeights && _ema is not null)
+            WithFp32Weights(ema: true, () => { _sd.SaveSingleFile(Path.Combine(_c.OutputDir, stem + "_ema.safetensors"), SaveDtype, meta); return 0; });
+        string statePath = Path.Combine(_c.OutputDir, stem + ".state");
+        SaveState(statePath);
+        var pointer = new JsonObject
+        {
+            ["state"] = Path.GetFileName(statePath),
+            ["checkpoint"] = Path.GetFileName(path),
+            ["epoch"] = _epoch,
+            ["batch_in_epoch"] = _batchInEpoch,
+            ["step"] = _step,
+            ["config"] = JsonNode.Parse(_c.ToJson()),
+        };
+        AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, StateFileName), pointer.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        _saves.Remove(path);
+        _saves.Add(path);
+        progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Saved, Step = _step, Epoch = _epoch, Path = path });
+        PruneSaves();
+        return path;
+    }
+
+    void PruneSaves()
+    {
+        if (_c.KeepLastSaves <= 0) return;
+        var all = Directory.EnumerateFiles(_c.OutputDir, $"{_c.Name}_????.safetensors").Order(StringComparer.Ordinal).ToList();
+        foreach (var old in all.Take(Math.Max(0, all.Count - _c.KeepLastSaves)))
+        {
+            string stem = Path.Combine(_c.OutputDir, Path.GetFileNameWithoutExtension(old));
+            foreach (var f in new[] { old, stem + "_ema.safetensors", stem + ".state" })
+                if (File.Exists(f)) File.Delete(f);
+            _saves.Remove(old);
+        }
+    }
+
+    void SaveState(string path)
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) d["unet/" + n] = t.detach();
+        foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) d["text_encoder/" + n] = t.detach();
+        foreach (var (k, t) in _optimizer.StateDict()) d["optimizer/" + k] = t;
+        if (_ema is not null) foreach (var (k, t) in _ema.StateDict()) d[k] = t;
+        d["meta/step"] = TensorStateFile.Scalar(_step);
+        d["meta/epoch"] = TensorStateFile.Scalar(_epoch);
+        d["meta/batch_in_epoch"] = TensorStateFile.Scalar(_batchInEpoch);
+        d["meta/te_frozen"] = TensorStateFile.Scalar(_teFrozen ? 1L : 0L);
+        d["meta/loss_scale"] = TensorStateFile.Scalar(_scaler.Scale);
+        d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_scaler.CleanSteps);
+        TensorStateFile.Save(path, d);
+    }
+
+    /// <summary>Reads the run's config from <c>{outputDir}/training_state.json</c> (for <c>--resume</c>).</summary>
+    public static TrainingConfig ReadResumeConfig(string outputDir)
+    {
+        string file = Path.Combine(outputDir, StateFileName);
+        if (!File.Exists(file)) throw new DreamBoothException($"{outputDir}: no {StateFileName} (nothing to resume)");
+        var node = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new DreamBoothException($"{file}: expected a JSON object");
+        var cfg = node["config"] ?? throw new DreamBoothException($"{file}: 'config' is missing");
+        return TrainingConfig.FromJson(cfg.ToJsonString(), file);
+    }
+
+    /// <summary>Restores masters, compute copies, optimizer, EMA and position from the newest state in <paramref name="outputDir"/>.</summary>
+    public void LoadState(string outputDir)
+    {
+        string file = Path.Combine(outputDir, StateFileName);
+        if (!File.Exists(file)) throw new DreamBoothException($"{outputDir}: no {StateFileName} (nothing to resume)");
+        var node = JsonNode.Parse(File.ReadAllText(file))!;
+        string statePath = Path.Combine(outputDir, node["state"]!.GetValue<string>());
+        var d = TensorStateFile.Load(statePath);
+        try
+        {
+            using (torch.no_grad())
+            {
+                Restore(d, "unet/", _unetMasters, statePath);
+                Restore(d, "text_encoder/", _teMasters, statePath);
+            }
+            _step = (int)d["meta/step"].item<long>();
+            _epoch = (int)d["meta/epoch"].item<long>();
+            _batchInEpoch = (int)d["meta/batch_in_epoch"].item<long>();
+            _scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
+            if (d["meta/te_frozen"].item<long>() == 1 && !_teFrozen) FreezeTextEncoder();
+            _optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
+            _ema?.LoadStateDict(d);
+            _unetMasters.CopyMastersToModel();
+            _teMasters.CopyMastersToModel();
+            string checkpoint = Path.Combine(outputDir, node["checkpoint"]!.GetValue<string>());
+            if (File.Exists(checkpoint)) _saves.Add(checkpoint);
+        }
+        finally
+        {
+            foreach (var t in d.Values) t.Dispose();
+        }
+    }
+
+    static void Restore(Dictionary<string, Tensor> d, string prefix, MasterWeights m, string source)
+    {
+        for (int i = 0; i < m.Names.Count; i++)
+        {
+            if (!d.TryGetValue(prefix + m.Names[i], out var t)) throw new DreamBoothException($"{source}: '{prefix}{m.Names[i]}' is missing");
+            if (!t.shape.SequenceEqual(m.Masters[i].shape)) throw new DreamBoothException($"{source}: '{prefix}{m.Names[i]}' has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", m.Masters[i].shape)}]");
+            m.Masters[i].copy_(t);
+        }
+    }
+
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        _ema?.Dispose();
+        _latentCache?.Dispose();
+        _unetMasters.Dispose();
+        _teMasters.Dispose();
+        foreach (var t in _textCache.Values) t.Dispose();
+        _textCache.Clear();
+    }
+}

@@ -1,0 +1,168 @@
+using System.Security.Cryptography;
+using DreamBooth.Text;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DreamBooth.Training;
+
+/// <summary>One training image: its file, caption-applied prompt template, bucket and whether it is a class image.</summary>
+public sealed record TrainingImage(string Path, string Prompt, int Width, int Height, bool IsClass, int Concept)
+{
+    /// <summary>SHA-256 of the file bytes (first 16 hex), part of the latent cache key.</summary>
+    public string ContentHash { get; } = Hash(Path);
+
+    static string Hash(string path)
+    {
+        using var s = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(s))[..16];
+    }
+}
+
+/// <summary>One forward pass worth of samples: instance images first, then their paired class images.</summary>
+public sealed record TrainingBatch(IReadOnlyList<TrainingImage> Images, int Width, int Height)
+{
+    public int InstanceCount => Images.Count(i => !i.IsClass);
+}
+
+/// <summary>
+/// The training set: instance images (with <c>[filewords]</c> captions from .txt files) and class images,
+/// each assigned to an aspect bucket (multiples of 64, area ≤ max_resolution²). An epoch is every
+/// instance image once, shuffled per bucket with a seed derived from (seed, epoch); each instance image
+/// is paired with a class image of its concept (cycled in a seeded order) when prior preservation is on.
+/// </summary>
+public sealed class TrainingData
+{
+    public IReadOnlyList<TrainingImage> Instances { get; }
+    public IReadOnlyList<TrainingImage> ClassImages { get; }
+    readonly TrainingConfig _config;
+
+    public TrainingData(TrainingConfig config)
+    {
+        _config = config;
+        var inst = new List<TrainingImage>();
+        var cls = new List<TrainingImage>();
+        for (int ci = 0; ci < config.Concepts.Count; ci++)
+        {
+            var c = config.Concepts[ci];
+            foreach (var f in TrainingConfig.ImageFiles(c.InstanceDir))
+                inst.Add(Make(f, c.InstancePrompt, false, ci));
+            if (c.HasPrior)
+                foreach (var f in TrainingConfig.ImageFiles(c.ClassDir))
+                    cls.Add(Make(f, c.ClassPrompt, true, ci));
+        }
+        if (inst.Count == 0) throw new DreamBoothException("concepts: no instance images found");
+        for (int ci = 0; ci < config.Concepts.Count; ci++)
+            if (config.Concepts[ci].HasPrior && !cls.Any(x => x.Concept == ci))
+                throw new DreamBoothException($"concepts[{ci}].class_dir '{config.Concepts[ci].ClassDir}' has no class images (generate them with `dreambooth class-images`, or clear class_dir)");
+        Instances = inst;
+        ClassImages = cls;
+    }
+
+    TrainingImage Make(string file, string template, bool isClass, int concept)
+    {
+        string caption = Path.ChangeExtension(file, ".txt");
+        string? words = File.Exists(caption) ? File.ReadAllText(caption).Trim() : null;
+        string prompt = PromptTemplate.Apply(template, words);
+        var info = Image.Identify(file) ?? throw new DreamBoothException($"{file}: not a readable image");
+        var (w, h) = Bucket(info.Width, info.Height, _config.MaxResolution);
+        return new TrainingImage(file, prompt, w, h, isClass, concept);
+    }
+
+    /// <summary>The bucket of an image: its size scaled down to area ≤ maxRes², each side floored to a multiple of 64.</summary>
+    public static (int Width, int Height) Bucket(int width, int height, int maxResolution)
+    {
+        double scale = Math.Min(1.0, Math.Sqrt((double)maxResolution * maxResolution / ((double)width * height)));
+        int w = Math.Max(64, (int)Math.Floor(width * scale / 64) * 64);
+        int h = Math.Max(64, (int)Math.Floor(height * scale / 64) * 64);
+        return (w, h);
+    }
+
+    public bool PriorPreservation => ClassImages.Count > 0;
+
+    /// <summary>The batches of epoch <paramref name="epoch"/> (deterministic in seed and epoch).</summary>
+    public IReadOnlyList<TrainingBatch> Epoch(int epoch)
+    {
+        var rng = new Random(unchecked((int)Mix(_config.Seed, epoch, 0x5eed)));
+        var batches = new List<TrainingBatch>();
+        foreach (var bucket in Instances.GroupBy(i => (i.Width, i.Height)).OrderBy(g => g.Key.Width).ThenBy(g => g.Key.Height))
+        {
+            var items = bucket.ToArray();
+            rng.Shuffle(items);
+            for (int s = 0; s < items.Length; s += _config.BatchSize)
+                batches.Add(new TrainingBatch(items.Skip(s).Take(_config.BatchSize).ToList(), bucket.Key.Width, bucket.Key.Height));
+        }
+        rng.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batches));
+        if (!PriorPreservation) return batches;
+        // pair each instance image with the next class image of its concept (seeded order, cycled across epochs)
+        var perConcept = ClassImages.GroupBy(c => c.Concept).ToDictionary(g => g.Key, g =>
+        {
+            var arr = g.ToArray();
+            new Random(unchecked((int)Mix(_config.Seed, g.Key, 0xc1a55))).Shuffle(arr);
+            return arr;
+        });
+        var cursor = perConcept.Keys.ToDictionary(k => k, _ => (long)epoch * Instances.Count);
+        var paired = new List<TrainingBatch>(batches.Count);
+        foreach (var b in batches)
+        {
+            var images = new List<TrainingImage>(b.Images);
+            foreach (var inst in b.Images)
+                if (perConcept.TryGetValue(inst.Concept, out var pool))
+                {
+                    var c = pool[(int)(cursor[inst.Concept]++ % pool.Length)];
+                    images.Add(c with { Width = b.Width, Height = b.Height });
+                }
+            paired.Add(b with { Images = images });
+        }
+        return paired;
+    }
+
+    public int BatchesPerEpoch => Instances.GroupBy(i => (i.Width, i.Height)).Sum(g => (g.Count() + _config.BatchSize - 1) / _config.BatchSize);
+
+    /// <summary>Loads an image as [3,H,W] float32: resized to cover the bucket, center-cropped, optionally flipped,
+    /// normalized to [-1,1] (or by its own per-channel mean/std with dynamic normalization).</summary>
+    public static Tensor LoadPixels(string path, int width, int height, bool flip, bool dynamicNormalization)
+    {
+        using var img = Image.Load<Rgb24>(path);
+        img.Mutate(x =>
+        {
+            x.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(width, height), Mode = ResizeMode.Crop, Position = AnchorPositionMode.Center, Sampler = KnownResamplers.Lanczos3 });
+            if (flip) x.Flip(FlipMode.Horizontal);
+        });
+        var data = new float[3 * width * height];
+        int plane = width * height;
+        img.ProcessPixelRows(acc =>
+        {
+            for (int y = 0; y < acc.Height; y++)
+            {
+                var row = acc.GetRowSpan(y);
+                for (int x = 0; x < row.Length; x++)
+                {
+                    int o = y * width + x;
+                    data[o] = row[x].R / 255f;
+                    data[plane + o] = row[x].G / 255f;
+                    data[2 * plane + o] = row[x].B / 255f;
+                }
+            }
+        });
+        using var scope = torch.NewDisposeScope();
+        var t = torch.tensor(data).view(3, height, width);
+        if (dynamicNormalization)
+        {
+            var mean = t.mean([1L, 2L], keepdim: true);
+            var std = t.std([1L, 2L], keepdim: true).clamp_min(1e-6);
+            t = (t - mean) / std;
+        }
+        else t = (t - 0.5) / 0.5;
+        return t.MoveToOuterDisposeScope();
+    }
+
+    internal static long Mix(long a, long b, long c)
+    {
+        ulong h = 1469598103934665603UL;
+        foreach (long v in new[] { a, b, c }) { h ^= (ulong)v; h *= 1099511628211UL; h ^= h >> 29; }
+        return (long)(h & 0x7fffffffffffffffUL);
+    }
+}

@@ -1,0 +1,347 @@
+using DreamBooth.Checkpoints;
+using DreamBooth.Models.Clip;
+using DreamBooth.Models.UNet;
+using DreamBooth.Models.Vae;
+using DreamBooth.Tests.Infrastructure;
+using DreamBooth.Text;
+using DreamBooth.Training;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DreamBooth.Tests.Training;
+
+/// <summary>The loop on the tiny random model (CPU): every test runs a few steps of 64×64 images.</summary>
+public class DreamBoothTrainerTests
+{
+    static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz")));
+
+    internal static StableDiffusionModel TinyModel(long seed = 1) =>
+        StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+
+    static void WriteImage(string path, int w, int h, int seed)
+    {
+        var rnd = new Random(seed);
+        using var img = new Image<Rgb24>(w, h);
+        byte r = (byte)rnd.Next(256), g = (byte)rnd.Next(256), b = (byte)rnd.Next(256);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                img[x, y] = new Rgb24((byte)(r + x * 2), (byte)(g + y * 3), (byte)(b ^ (x * y)));
+        img.SaveAsPng(path);
+    }
+
+    /// <summary>Two 64×64 instance images (with .txt captions) and two class images; a fast fp32 config.</summary>
+    internal static TrainingConfig TinyConfig(TempDir dir, bool prior = true)
+    {
+        var inst = Directory.CreateDirectory(dir.File("inst")).FullName;
+        var cls = Directory.CreateDirectory(dir.File("class")).FullName;
+        for (int i = 0; i < 2; i++)
+        {
+            WriteImage(Path.Combine(inst, $"i{i}.png"), 64, 64, i);
+            File.WriteAllText(Path.Combine(inst, $"i{i}.txt"), $"photo, smiling, outdoors, tag{i}");
+            WriteImage(Path.Combine(cls, $"c{i}.png"), 64, 64, 100 + i);
+        }
+        return new TrainingConfig
+        {
+            PretrainedModel = "tiny-random",
+            OutputDir = dir.File("out"),
+            Name = "tiny",
+            Concepts = [new ConceptConfig { InstanceDir = inst, InstancePrompt = "ohwx man, [filewords]", ClassDir = prior ? cls : "", GenerateClassImages = false }],
+            Epochs = 2,
+            SaveEveryEpochs = 0,
+            MaxResolution = 64,
+            MixedPrecision = "no",
+            LearningRate = 1e-4,
+            TextEncoderLearningRate = 1e-4,
+            UseEma = false,
+            CacheLatents = true,
+            Device = "cpu",
+            Seed = 7,
+        };
+    }
+
+    static List<TrainingEvent> Run(TrainingConfig c, StableDiffusionModel m, CancellationToken ct = default, Action<TrainingEvent, DreamBoothTrainer>? onEvent = null)
+    {
+        var events = new List<TrainingEvent>();
+        using var t = new DreamBoothTrainer(c, m);
+        t.Run(new Sync(e => { events.Add(e); onEvent?.Invoke(e, t); }), ct);
+        return events;
+    }
+
+    sealed class Sync(Action<TrainingEvent> a) : IProgress<TrainingEvent> { public void Report(TrainingEvent v) => a(v); }
+
+    static Dictionary<string, Tensor> Snapshot(nn.Module m) =>
+        m.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().to(ScalarType.Float32).clone());
+
+    static Dictionary<string, Tensor> LoadSave(string path)
+    {
+        using var f = SafeTensors.Open(path);
+        return f.LoadAll().ToDictionary(kv => kv.Key, kv => kv.Value);
+    }
+
+    [Fact]
+    public void Loss_falls_when_overfitting_two_images()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir, prior: false) with { Epochs = 40, BatchSize = 2, Optimizer = "adamw", LearningRate = 2e-3, TextEncoderStepRatio = 0, LrScheduler = "constant" };
+        using var m = TinyModel();
+        var steps = Run(c, m).Where(e => e.Kind == TrainingEventKind.Step).Select(e => e.Loss).ToList();
+        Assert.Equal(40, steps.Count);
+        double first = steps.Take(8).Average(), last = steps.TakeLast(8).Average();
+        Assert.True(last < 0.7 * first, $"loss did not fall: first 8 avg {first:F4}, last 8 avg {last:F4}");
+    }
+
+    [Fact]
+    public void Loss_is_instance_plus_weighted_prior_and_both_are_logged()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 4, ScalePriorLoss = true, PriorLossWeight = 0.8, PriorLossWeightMin = 0.2, PriorLossTargetEpochs = 2 };
+        using var m = TinyModel();
+        var steps = Run(c, m).Where(e => e.Kind == TrainingEventKind.Step).ToList();
+        Assert.All(steps, e =>
+        {
+            Assert.False(double.IsNaN(e.PriorLoss));
+            Assert.Equal(e.InstanceLoss + e.PriorLossWeight * e.PriorLoss, e.Loss, 5);
+        });
+        // scale prior loss: 0.8 at epoch 0, 0.5 at epoch 1, the minimum 0.2 from epoch 2 on
+        Assert.Equal([0.8, 0.5, 0.2, 0.2], steps.GroupBy(e => e.Epoch).Select(g => Math.Round(g.First().PriorLossWeight, 6)));
+        var csv = File.ReadAllLines(Path.Combine(c.OutputDir, "log.csv"));
+        Assert.Equal(TrainingEvent.CsvHeader, csv[0]);
+        Assert.Equal(steps.Count + 1, csv.Length);
+    }
+
+    [Fact]
+    public void Saves_every_n_epochs_and_at_the_end_in_single_file_layout_with_metadata()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 5, SaveEveryEpochs = 2, UseEma = true, SaveEmaWeights = true, TextEncoderStepRatio = 0 };
+        using var m = TinyModel();
+        var saved = Run(c, m).Where(e => e.Kind == TrainingEventKind.Saved).Select(e => Path.GetFileName(e.Path!)).ToList();
+        Assert.Equal(["tiny_0002.safetensors", "tiny_0004.safetensors", "tiny_0005.safetensors"], saved);
+        foreach (var s in saved)
+        {
+            Assert.True(File.Exists(Path.Combine(c.OutputDir, s.Replace(".safetensors", "_ema.safetensors"))));
+            Assert.True(File.Exists(Path.Combine(c.OutputDir, s.Replace(".safetensors", ".state"))));
+        }
+        using var f = SafeTensors.Open(Path.Combine(c.OutputDir, "tiny_0004.safetensors"));
+        Assert.Equal("4", f.Metadata["dreambooth_epoch"]);
+        Assert.Equal("8", f.Metadata["dreambooth_step"]);
+        Assert.Contains("\"learning_rate\"", f.Metadata["dreambooth_config"]);
+        Assert.Contains(f.Keys, k => k.StartsWith("model.diffusion_model."));
+        Assert.Contains(f.Keys, k => k.StartsWith("first_stage_model."));
+        Assert.Contains(f.Keys, k => k.StartsWith("cond_stage_model.transformer."));
+        // the EMA file differs from the trained weights (decay 0.9999 keeps it near the base)
+        var plain = LoadSave(Path.Combine(c.OutputDir, "tiny_0005.safetensors"));
+        var ema = LoadSave(Path.Combine(c.OutputDir, "tiny_0005_ema.safetensors"));
+        string key = plain.Keys.First(k => k.StartsWith("model.diffusion_model.") && k.EndsWith("weight"));
+        Assert.False(plain[key].BitEqual(ema[key]));
+    }
+
+    [Fact]
+    public void Keep_last_n_deletes_older_saves()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir, prior: false) with { Epochs = 3, SaveEveryEpochs = 1, KeepLastSaves = 2, TextEncoderStepRatio = 0 };
+        using var m = TinyModel();
+        Run(c, m);
+        Assert.Equal(["tiny_0002.safetensors", "tiny_0003.safetensors"], Directory.GetFiles(c.OutputDir, "tiny_*.safetensors").Select(Path.GetFileName).Order());
+        Assert.False(File.Exists(Path.Combine(c.OutputDir, "tiny_0001.state")));
+    }
+
+    [Fact]
+    public void Cancel_saves_a_loadable_checkpoint_and_resume_is_bitwise_equal()
+    {
+        // bf16 masters, Lion, EMA, prior, flip, TE trained for half the steps, accumulation 1
+        using var dirA = TestPaths.NewTempDir();
+        var a = TinyConfig(dirA) with { Epochs = 3, SaveEveryEpochs = 3, MixedPrecision = "bf16", Optimizer = "lion", UseEma = true, SaveEmaWeights = true, Hflip = true, TextEncoderStepRatio = 0.5, OffsetNoise = 0.1 };
+        using (var m = TinyModel()) Run(a, m);
+
+        using var dirB = TestPaths.NewTempDir();
+        var b = TinyConfig(dirB) with { Epochs = 3, SaveEveryEpochs = 3, MixedPrecision = "bf16", Optimizer = "lion", UseEma = true, SaveEmaWeights = true, Hflip = true, TextEncoderStepRatio = 0.5, OffsetNoise = 0.1 };
+        using var cts = new CancellationTokenSource();
+        TrainingEvent? cancelled = null;
+        using (var m = TinyModel())
+            Run(b, m, cts.Token, (e, _) =>
+            {
+                if (e.Kind == TrainingEventKind.Step && e.Step == 3) cts.Cancel();
+                if (e.Kind == TrainingEventKind.Cancelled) cancelled = e;
+            });
+        Assert.NotNull(cancelled);
+        Assert.Equal("tiny_0001_s000003.safetensors", Path.GetFileName(cancelled!.Path));
+        using (var f = SafeTensors.Open(cancelled.Path!))
+        {
+            Assert.Equal("true", f.Metadata["dreambooth_cancelled"]);
+            Assert.NotEmpty(f.LoadAll());
+        }
+        var resumed = DreamBoothTrainer.ReadResumeConfig(b.OutputDir);
+        Assert.Equal(b.ToJson(), resumed.ToJson());
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(resumed, m))
+        {
+            t.LoadState(b.OutputDir);
+            Assert.Equal(3, t.Step);
+            var r = t.Run();
+            Assert.Equal(6, r.Steps);
+        }
+        foreach (var file in new[] { "tiny_0003.safetensors", "tiny_0003_ema.safetensors" })
+        {
+            var x = LoadSave(Path.Combine(a.OutputDir, file));
+            var y = LoadSave(Path.Combine(b.OutputDir, file));
+            Assert.Equal(x.Keys.Order(), y.Keys.Order());
+            foreach (var k in x.Keys) Assert.True(x[k].BitEqual(y[k]), $"{file}: {k} differs after resume");
+        }
+    }
+
+    [Fact]
+    public void Text_encoder_trains_for_round_ratio_times_steps_then_is_frozen()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 4, TextEncoderStepRatio = 0.75, Optimizer = "adamw" };
+        using var m = TinyModel();
+        var start = Snapshot(m.TextEncoder);
+        Dictionary<string, Tensor>? atFreeze = null;
+        int frozenAt = -1;
+        using var t = new DreamBoothTrainer(c, m);
+        Assert.Equal(8, t.TotalSteps);
+        Assert.Equal(6, t.TextEncoderSteps);
+        t.Run(new Sync(e =>
+        {
+            if (e.Kind != TrainingEventKind.TextEncoderFrozen) return;
+            frozenAt = e.Step;
+            atFreeze = Snapshot(m.TextEncoder);
+            Assert.DoesNotContain(t.Optimizer.StateDict().Keys, k => k.StartsWith("text_encoder/"));
+            Assert.False(m.TextEncoder.training);
+        }));
+        Assert.Equal(6, frozenAt);
+        var end = Snapshot(m.TextEncoder);
+        Assert.Contains(start.Keys, k => !start[k].BitEqual(atFreeze![k]));   // trained before
+        Assert.All(end.Keys, k => Assert.True(end[k].BitEqual(atFreeze![k]), k));   // not after
+        Assert.All(m.TextEncoder.parameters(), p => Assert.False(p.requires_grad));
+    }
+
+    [Fact]
+    public void Freeze_clip_normalization_really_freezes_the_layer_norms()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, FreezeClipNormalization = true, Optimizer = "adamw", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, WeightDecay = 0.5, TextEncoderWeightDecay = 0.5 };
+        using var m = TinyModel();
+        var start = Snapshot(m.TextEncoder);
+        Run(c, m);
+        var end = Snapshot(m.TextEncoder);
+        var norms = start.Keys.Where(k => k.Contains("layer_norm") || k.Contains("final_layer_norm")).ToList();
+        Assert.NotEmpty(norms);
+        Assert.All(norms, k => Assert.True(start[k].BitEqual(end[k]), $"{k} moved"));
+        Assert.Contains(start.Keys.Except(norms), k => !start[k].BitEqual(end[k]));
+    }
+
+    [Fact]
+    public void Text_encoder_lr_is_its_own_group()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, TextEncoderLearningRate = 0, TextEncoderWeightDecay = 0 };
+        using var m = TinyModel();
+        var te0 = Snapshot(m.TextEncoder);
+        var un0 = Snapshot(m.UNet);
+        var steps = Run(c, m).Where(e => e.Kind == TrainingEventKind.Step).ToList();
+        Assert.All(Snapshot(m.TextEncoder), kv => Assert.True(kv.Value.BitEqual(te0[kv.Key])));
+        Assert.Contains(Snapshot(m.UNet), kv => !kv.Value.BitEqual(un0[kv.Key]));
+        Assert.All(steps, e => Assert.Equal(0, e.LrTextEncoder));
+    }
+
+    [Fact]
+    public void Latent_cache_is_reused_across_runs_and_holds_both_flips()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 3, Hflip = true, TextEncoderStepRatio = 0 };
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(c, m))
+        {
+            t.Run();
+            Assert.Equal(0, t.LatentCache!.LoadedFromDisk);
+            Assert.True(t.LatentCache.Encoded > 4, $"encoded {t.LatentCache.Encoded}: flip variants not cached separately");
+        }
+        int files = Directory.GetFiles(Path.Combine(c.OutputDir, "latent_cache"), "*.latent").Length;
+        Assert.InRange(files, 5, 8);   // 4 images × up to 2 flips
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(c with { Epochs = 1 }, m))
+        {
+            t.Run();
+            Assert.Equal(0, t.LatentCache!.Encoded);
+            Assert.True(t.LatentCache.LoadedFromDisk > 0);
+        }
+    }
+
+    [Fact]
+    public void NaN_loss_stops_naming_the_step()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 1 };
+        using var m = TinyModel();
+        using (torch.no_grad()) m.UNet.named_parameters().First(kv => kv.name == "conv_in.weight").parameter.fill_(float.NaN);
+        var e = Assert.Throws<DreamBoothException>(() => Run(c, m));
+        Assert.Contains("loss is NaN at step 1 (epoch 1)", e.Message);
+    }
+
+    // Each setting changes what the run does: same seed, one setting changed → different weights or loss.
+    public static TheoryData<string> ActingSettings => new()
+    {
+        "learning_rate", "weight_decay", "optimizer_adamw", "optimizer_adamw8bit", "lr_scheduler", "max_grad_norm",
+        "text_encoder_max_grad_norm", "offset_noise", "clip_skip", "hflip", "dynamic_image_normalization", "shuffle_tags",
+        "pad_tokens", "max_token_length", "prior_loss_weight", "gradient_accumulation_steps", "batch_size", "seed",
+        "mixed_precision_bf16", "train_unet", "ema_decay", "cache_latents",
+    };
+
+    [Theory]
+    [MemberData(nameof(ActingSettings))]
+    public void Each_setting_acts(string setting)
+    {
+        using var dir = TestPaths.NewTempDir();
+        var baseCfg = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, TextEncoderLearningRate = 1e-3, MaxGradNorm = 0, WeightDecay = 0, UseEma = true, EmaDecay = 0.9, SaveEveryEpochs = 1, SaveEmaWeights = true, LrScheduler = "constant" };
+        var changed = setting switch
+        {
+            "learning_rate" => baseCfg with { LearningRate = 2e-3 },
+            "weight_decay" => baseCfg with { WeightDecay = 0.5 },
+            "optimizer_adamw" => baseCfg with { Optimizer = "adamw" },
+            "optimizer_adamw8bit" => baseCfg with { Optimizer = "adamw8bit" },
+            "lr_scheduler" => baseCfg with { LrScheduler = "linear" },
+            "max_grad_norm" => baseCfg with { Optimizer = "adamw", MaxGradNorm = 1e-3 },
+            "text_encoder_max_grad_norm" => baseCfg with { Optimizer = "adamw", TextEncoderMaxGradNorm = 1e-4 },
+            "offset_noise" => baseCfg with { OffsetNoise = 0.5 },
+            "clip_skip" => baseCfg with { ClipSkip = 2 },
+            "hflip" => baseCfg with { Hflip = true },
+            "dynamic_image_normalization" => baseCfg with { DynamicImageNormalization = true },
+            "shuffle_tags" => baseCfg with { ShuffleTags = false },
+            "pad_tokens" => baseCfg with { PadTokens = false },
+            "max_token_length" => baseCfg with { MaxTokenLength = 150 },
+            "prior_loss_weight" => baseCfg with { PriorLossWeight = 0.1 },
+            "gradient_accumulation_steps" => baseCfg with { GradientAccumulationSteps = 2 },
+            "batch_size" => baseCfg with { BatchSize = 2 },
+            "seed" => baseCfg with { Seed = 8 },
+            "mixed_precision_bf16" => baseCfg with { MixedPrecision = "bf16" },
+            "train_unet" => baseCfg with { TrainUnet = false },
+            "ema_decay" => baseCfg with { EmaDecay = 0.5 },
+            "cache_latents" => baseCfg with { CacheLatents = false },
+            _ => throw new ArgumentException(setting),
+        };
+        var x = RunAndLoad(baseCfg with { OutputDir = dir.File("a") });
+        var y = RunAndLoad(changed with { OutputDir = dir.File("b") });
+        string file = setting == "ema_decay" ? "ema" : "plain";
+        if (setting == "cache_latents")
+        {
+            // caching must not change the result: same distribution, same per-step sample
+            Assert.All(x[file].Keys, k => Assert.True(x[file][k].BitEqual(y[file][k]), k));
+            Assert.False(Directory.Exists(Path.Combine(dir.File("b"), "latent_cache")));
+            return;
+        }
+        Assert.Contains(x[file].Keys, k => !x[file][k].BitEqual(y[file][k]));
+    }
+
+    static Dictionary<string, Dictionary<string, Tensor>> RunAndLoad(TrainingConfig c)
+    {
+        using var m = TinyModel();
+        Run(c, m);
+        string stem = Path.Combine(c.OutputDir, $"tiny_{c.Epochs:0000}");
+        return new() { ["plain"] = LoadSave(stem + ".safetensors"), ["ema"] = LoadSave(stem + "_ema.safetensors") };
+    }
+}
