@@ -32,6 +32,20 @@ public class FuzzTests(ITestOutputHelper output)
         Assert.True(result.Rejected > cases / 4, $"only {result.Rejected} of {cases} mutated inputs were rejected: the mutators barely damage {name}");
     }
 
+    /// <summary>Found by the 10⁵ soak (case 1555, seed 20261124): JSON null in a per-block or list member reached Validate as a null reference.</summary>
+    [Theory]
+    [InlineData("transformer_layers_per_block")]
+    [InlineData("attention_head_dim")]
+    [InlineData("block_out_channels")]
+    [InlineData("down_block_types")]
+    public void Null_in_a_unet_list_member_is_a_clean_error_naming_the_key(string key)
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(DreamBooth.Models.UNet.UNet2DConditionConfig.Tiny.ToJson())!.AsObject();
+        node[key] = null;
+        var e = Assert.Throws<DreamBoothException>(() => DreamBooth.Models.UNet.UNet2DConditionConfig.Parse(node.ToJsonString(), "unet/config.json").Validate("unet/config.json"));
+        Assert.Contains(key, e.Message);
+    }
+
     [Fact]
     public void The_ci_run_covers_at_least_ten_thousand_cases_and_cases_are_reproducible()
     {
