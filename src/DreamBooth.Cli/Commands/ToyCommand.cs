@@ -18,6 +18,26 @@ public sealed class ToyCommand : ICliCommand
         cmd.Subcommands.Add(Probe());
         cmd.Subcommands.Add(Pretrain());
         cmd.Subcommands.Add(TokenizerCmd());
+        cmd.Subcommands.Add(Export());
+        return cmd;
+    }
+
+    static Command Export()
+    {
+        var model = new Option<string>("--model") { Description = "A toy model: diffusers folder (e.g. RUN/diffusers)", Required = true };
+        var output = new Option<DirectoryInfo>("--output") { Description = "Model folder to write (toy-sd.safetensors, tokenizer/, config/)", Required = true };
+        var cmd = new Command("export", "Write a toy model as the embedded layout: single-file fp16 toy-sd.safetensors + tokenizer/ + config/");
+        cmd.Options.Add(model);
+        cmd.Options.Add(output);
+        cmd.SetAction(parse =>
+        {
+            CliApp.Torch();
+            using var sd = Checkpoints.StableDiffusionModel.Load(parse.GetValue(model)!);
+            var dir = parse.GetValue(output)!.FullName;
+            ToyAssets.Export(sd, dir, new Dictionary<string, string> { ["dreambooth.toy"] = "exported from " + Path.GetFileName(sd.SourcePath) });
+            parse.InvocationConfiguration.Output.WriteLine($"wrote {Path.Combine(dir, ToyAssets.CheckpointFileName)}");
+            return 0;
+        });
         return cmd;
     }
 
@@ -71,7 +91,7 @@ public sealed class ToyCommand : ICliCommand
             var result = new ToyPretrainer(options, tokenizer).Run(dir, new SyncProgress<ToyPretrainProgress>(p => w.WriteLine(ToyPretrainer.Format(p))), ct);
             w.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"done in {result.TotalTime:hh\\:mm\\:ss} (render {result.RenderTime.TotalSeconds:0}s, VAE {result.VaeTime.TotalSeconds:0}s, UNet+TE {result.UNetTime.TotalSeconds:0}s); parameters TE {result.TextEncoderParameters:N0}, UNet {result.UNetParameters:N0}, VAE {result.VaeParameters:N0}; scaling_factor {result.ScalingFactor}"));
-            w.WriteLine($"model: {result.DiffusersDirectory}");
+            w.WriteLine($"model: {Path.Combine(result.ModelDirectory, ToyAssets.CheckpointFileName)} (+ tokenizer/, config/); diffusers folder: {result.DiffusersDirectory}");
             w.WriteLine($"previews: {Path.Combine(dir, "samples", "previews.png")}");
             return Task.FromResult(0);
         });

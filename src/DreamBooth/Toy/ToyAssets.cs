@@ -1,5 +1,10 @@
+using DreamBooth.Checkpoints;
+using DreamBooth.Models.Clip;
+using DreamBooth.Models.UNet;
+using DreamBooth.Models.Vae;
 using DreamBooth.Runtime;
 using DreamBooth.Text;
+using TorchSharp;
 
 namespace DreamBooth.Toy;
 
@@ -39,5 +44,55 @@ public static class ToyAssets
         if (!File.Exists(Path.Combine(dir, "vocab.json")))
             throw new DreamBoothException($"{dir}: the toy tokenizer (vocab.json + merges.txt) is missing; write it with 'dreambooth toy tokenizer --bpe bpe_simple_vocab_16e6.txt.gz --output {dir}'");
         return ClipTokenizer.FromDirectory(dir);
+    }
+
+    /// <summary>The toy model's single-file checkpoint (A1111/LDM layout, fp16) inside a model folder.</summary>
+    public const string CheckpointFileName = "toy-sd.safetensors";
+
+    /// <summary>data-samples/toy/model/toy-sd.safetensors.</summary>
+    public static string CheckpointPath => Path.Combine(ModelDirectory, CheckpointFileName);
+
+    /// <summary>
+    /// What <see cref="StableDiffusionModel.Load"/> needs for the toy single file (single files carry no configs):
+    /// the folder's tokenizer/ and config/{text_encoder,unet,vae}.json.
+    /// </summary>
+    public static ModelLoadOptions LoadOptions(string? modelDir = null)
+    {
+        var dir = modelDir ?? ModelDirectory;
+        var config = Path.Combine(dir, "config");
+        return new ModelLoadOptions
+        {
+            Tokenizer = ClipTokenizer.FromDirectory(Path.Combine(dir, "tokenizer")),
+            TextEncoderConfig = CLIPTextConfig.Load(Path.Combine(config, "text_encoder.json")),
+            UNetConfig = UNet2DConditionConfig.Load(Path.Combine(config, "unet.json")),
+            VaeConfig = AutoencoderKLConfig.Load(Path.Combine(config, "vae.json")),
+        };
+    }
+
+    /// <summary>Loads the pretrained toy model (default: the embedded one in data-samples/toy/model).</summary>
+    public static StableDiffusionModel LoadModel(string? modelDir = null)
+    {
+        var dir = modelDir ?? ModelDirectory;
+        var file = Path.Combine(dir, CheckpointFileName);
+        if (!File.Exists(file))
+            throw new DreamBoothException($"{file}: toy model not found; make one with 'dreambooth toy pretrain --output DIR' (it writes DIR/model/)");
+        return StableDiffusionModel.Load(file, LoadOptions(dir));
+    }
+
+    /// <summary>
+    /// Writes a toy model folder: toy-sd.safetensors (single file, fp16), tokenizer/, and config/ (text_encoder.json,
+    /// unet.json, vae.json with the pretrained scaling_factor, scheduler_config.json).
+    /// </summary>
+    public static void Export(StableDiffusionModel model, string modelDir, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        Directory.CreateDirectory(modelDir);
+        var config = Path.Combine(modelDir, "config");
+        Directory.CreateDirectory(config);
+        IO.AtomicFile.WriteAllText(Path.Combine(config, "text_encoder.json"), model.TextEncoder.Config.ToJson() + "\n");
+        IO.AtomicFile.WriteAllText(Path.Combine(config, "unet.json"), model.UNet.Config.ToJson() + "\n");
+        IO.AtomicFile.WriteAllText(Path.Combine(config, "vae.json"), model.Vae.Config.ToJson() + "\n");
+        IO.AtomicFile.WriteAllText(Path.Combine(config, "scheduler_config.json"), (model.SchedulerConfigJson ?? ToyPretrainer.SchedulerConfigJson) + "\n");
+        model.Tokenizer.Save(Path.Combine(modelDir, "tokenizer"));
+        model.SaveSingleFile(Path.Combine(modelDir, CheckpointFileName), torch.ScalarType.Float16, metadata);
     }
 }

@@ -57,7 +57,7 @@ public sealed record ToyPretrainOptions
 public sealed record ToyPretrainProgress(string Phase, int Step, int TotalSteps, double Loss, double LearningRate, TimeSpan Elapsed);
 
 public sealed record ToyPretrainResult(
-    string OutputDirectory, string DiffusersDirectory, IReadOnlyList<string> PreviewFiles,
+    string OutputDirectory, string DiffusersDirectory, string ModelDirectory, IReadOnlyList<string> PreviewFiles,
     double VaeLoss, double UNetLoss, double ScalingFactor,
     long TextEncoderParameters, long UNetParameters, long VaeParameters,
     TimeSpan RenderTime, TimeSpan VaeTime, TimeSpan UNetTime, TimeSpan TotalTime);
@@ -159,9 +159,16 @@ public sealed class ToyPretrainer
         var previews = WritePreviews(te, unet, vae, vaeConfig.ScalingFactor, Path.Combine(outputDir, "samples"));
         var diffusers = Path.Combine(outputDir, "diffusers");
         SaveDiffusers(diffusers, te, unet, vae, vaeConfig, _tokenizer);
+        var modelDir = Path.Combine(outputDir, "model");
+        using (var sd = Checkpoints.StableDiffusionModel.Load(diffusers))
+            ToyAssets.Export(sd, modelDir, new Dictionary<string, string>
+            {
+                ["dreambooth.toy"] = string.Create(CultureInfo.InvariantCulture,
+                    $"dreambooth toy pretrain --seed {_o.Seed} --dataset {_o.DatasetSize} --vae-steps {_o.VaeSteps} --steps {_o.UNetSteps} --batch {_o.BatchSize}"),
+            });
         progress?.Report(new("save", 1, 1, 0, 0, total.Elapsed));
 
-        var result = new ToyPretrainResult(outputDir, diffusers, previews, vaeLoss, unetLoss, vaeConfig.ScalingFactor,
+        var result = new ToyPretrainResult(outputDir, diffusers, modelDir, previews, vaeLoss, unetLoss, vaeConfig.ScalingFactor,
             Count(te), Count(unet), Count(vae), renderTime, vaeTime, unetTime, total.Elapsed);
         IO.AtomicFile.WriteAllText(Path.Combine(outputDir, "pretrain.json"), JsonSerializer.Serialize(new
         {

@@ -133,6 +133,8 @@ public sealed record TrainingConfig
     public bool Hflip { get; init; } = false;
     public bool DynamicImageNormalization { get; init; } = false;
     public int MaxResolution { get; init; } = 1024;
+    /// <summary>Bucket sides are multiples of this (64 for SD1.x; a tiny model with fewer downsamplings can use 8–32).</summary>
+    public int ResolutionStep { get; init; } = 64;
 
     public long Seed { get; init; } = 1234;
 
@@ -380,8 +382,9 @@ public sealed record TrainingConfig
         Range("prior_loss_weight", PriorLossWeight, 0, 100);
         Range("prior_loss_weight_min", PriorLossWeightMin, 0, 100);
         Range("prior_loss_target_epochs", PriorLossTargetEpochs, 1, inf);
-        if (MaxResolution < 64 || MaxResolution % 64 != 0) p.Add($"max_resolution = {MaxResolution} is not a positive multiple of 64");
-        else Range("max_resolution", MaxResolution, 64, 4096);
+        if (ResolutionStep is < 8 or > 64 || ResolutionStep % 8 != 0) p.Add($"resolution_step = {ResolutionStep} is not one of 8, 16, ..., 64");
+        else if (MaxResolution < ResolutionStep || MaxResolution % ResolutionStep != 0) p.Add($"max_resolution = {MaxResolution} is not a positive multiple of {ResolutionStep} (resolution_step)");
+        else Range("max_resolution", MaxResolution, ResolutionStep, 4096);
 
         if (Concepts.Count == 0) p.Add("concepts is empty (expected at least one concept with an instance_dir)");
         for (int i = 0; i < Concepts.Count; i++)

@@ -67,16 +67,19 @@ public sealed class TrainingData
         string? words = File.Exists(caption) ? File.ReadAllText(caption).Trim() : null;
         string prompt = PromptTemplate.Apply(template, words);
         var info = Image.Identify(file) ?? throw new DreamBoothException($"{file}: not a readable image");
-        var (w, h) = Bucket(info.Width, info.Height, _config.MaxResolution);
+        var (w, h) = Bucket(info.Width, info.Height, _config.MaxResolution, _config.ResolutionStep);
         return new TrainingImage(file, prompt, w, h, isClass, concept);
     }
 
-    /// <summary>The bucket of an image: its size scaled down to area ≤ maxRes², each side floored to a multiple of 64.</summary>
-    public static (int Width, int Height) Bucket(int width, int height, int maxResolution)
+    /// <summary>
+    /// The bucket of an image: its size scaled down to area ≤ maxRes², each side floored to a multiple of
+    /// <paramref name="step"/> (64 for SD1.x: VAE ×8 and three UNet downsamplings; smaller for tiny models).
+    /// </summary>
+    public static (int Width, int Height) Bucket(int width, int height, int maxResolution, int step = 64)
     {
         double scale = Math.Min(1.0, Math.Sqrt((double)maxResolution * maxResolution / ((double)width * height)));
-        int w = Math.Max(64, (int)Math.Floor(width * scale / 64) * 64);
-        int h = Math.Max(64, (int)Math.Floor(height * scale / 64) * 64);
+        int w = Math.Max(step, (int)Math.Floor(width * scale / step) * step);
+        int h = Math.Max(step, (int)Math.Floor(height * scale / step) * step);
         return (w, h);
     }
 

@@ -45,6 +45,17 @@ public class ToyPretrainerTests
         Assert.Equal(unetA, unetB);
         Assert.Contains("\"F16\"", System.Text.Encoding.ASCII.GetString(unetA, 8, 400));
         Assert.Contains("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight", System.Text.Encoding.ASCII.GetString(unetA, 8, (int)BitConverter.ToInt64(unetA, 0)));
+        // the embedded layout: single file + tokenizer + configs, loadable and equal to the diffusers weights
+        Assert.True(File.Exists(Path.Combine(a.ModelDirectory, ToyAssets.CheckpointFileName)));
+        using (var fromSingle = ToyAssets.LoadModel(a.ModelDirectory))
+        using (var fromDiffusers = DreamBooth.Checkpoints.StableDiffusionModel.Load(a.DiffusersDirectory))
+        {
+            var s1 = fromSingle.UNet.state_dict();
+            var s2 = fromDiffusers.UNet.state_dict();
+            Assert.Equal(s2.Count, s1.Count);
+            foreach (var (k, v) in s2) Assert.True(v.to_type(ScalarType.Float32).allclose(s1[k].to_type(ScalarType.Float32)), k);
+            Assert.Equal(a.ScalingFactor, fromSingle.Vae.Config.ScalingFactor, 5);
+        }
         var vaeJson = File.ReadAllText(Path.Combine(a.DiffusersDirectory, "vae", "config.json"));
         Assert.Contains("\"scaling_factor\"", vaeJson);
     }
@@ -66,6 +77,21 @@ public class ToyPretrainerTests
         using var acp = ToyPretrainer.AlphasCumprod();
         Assert.Equal(1 - 0.00085, acp[0].item<double>(), 10);
         Assert.Equal(0.0047, acp[999].item<double>(), 4); // SD1.x: ᾱ_999 ≈ 0.00466
+    }
+
+    [Fact]
+    public void The_embedded_model_loads_with_the_default_toy_configs_and_stays_small()
+    {
+        var dir = Path.Combine(TestPaths.DataSamples, "toy", "model");
+        using var model = ToyAssets.LoadModel(dir);
+        var d = ToyModelConfig.Default;
+        Assert.Equal(d.UNet.BlockOutChannels, model.UNet.Config.BlockOutChannels);
+        Assert.Equal(d.Vae.BlockOutChannels, model.Vae.Config.BlockOutChannels);
+        Assert.Equal(d.TextEncoder.HiddenSize, model.TextEncoder.Config.HiddenSize);
+        Assert.NotEqual(0.18215, model.Vae.Config.ScalingFactor); // measured on the pretraining latents
+        long bytes = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Assert.True(bytes <= 20L << 20, $"data-samples/toy/model is {bytes} bytes");
+        Assert.True(File.Exists(Path.Combine(dir, "MODEL_CARD.md")));
     }
 
     [Fact]

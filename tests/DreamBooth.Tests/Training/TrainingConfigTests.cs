@@ -95,7 +95,7 @@ public class TrainingConfigTests
         c = c with { Concepts = [.. c.Concepts, new ConceptConfig { InstanceDir = dir.File("missing") }] };
         var p = c.Validate();
         Assert.Contains(p, l => l.StartsWith("learning_rate = -1 is out of range"));
-        Assert.Contains(p, l => l == "max_resolution = 1000 is not a positive multiple of 64");
+        Assert.Contains(p, l => l == "max_resolution = 1000 is not a positive multiple of 64 (resolution_step)");
         Assert.Contains(p, l => l.StartsWith("optimizer = \"sgd\" is not one of: lion, adamw, adamw8bit"));
         Assert.Contains(p, l => l.StartsWith("clip_skip = 0 is out of range"));
         Assert.Contains(p, l => l.StartsWith("max_token_length = 100"));

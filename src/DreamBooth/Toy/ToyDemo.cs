@@ -1,0 +1,255 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DreamBooth.Checkpoints;
+using DreamBooth.Data;
+using DreamBooth.Evaluation;
+using DreamBooth.IO;
+using DreamBooth.Pipelines;
+using DreamBooth.Training;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace DreamBooth.Toy;
+
+/// <summary>
+/// The recipe, scaled to the toy world. What differs from the full recipe, and why (everything else —
+/// Lion, constant_with_warmup with warmup 0, weight decay 0.1 (TE 0.1), TE clip 0, EMA on and not saved,
+/// bf16 with fp32 masters, cached latents, TE trained for the first 75 % of steps, prior loss 0.75, pad
+/// tokens, shuffle tags, clip skip 1, batch 1 — is the recipe's value):
+/// <list type="bullet">
+/// <item>learning rate 1e-4 (recipe 1e-7): the toy trains for a few hundred steps, not 200 epochs × 20
+///   photos on a 860 M-parameter UNet; Lion moves each weight by at most lr per step, so 1e-7 would move
+///   the toy's weights by &lt; 0.0001 in total;</item>
+/// <item>40 epochs, a save every 10 (recipe 200 / 10): the toy learns the subject in tens of epochs;</item>
+/// <item>10 class images per instance image (recipe 100): see <see cref="ToyWorld.ClassImagesPerInstanceImage"/>;</item>
+/// <item>32×32 pixels and buckets in steps of 32 (recipe 768×1024, steps of 64): the toy model's native size.</item>
+/// </list>
+/// </summary>
+public sealed record ToyDemoOptions
+{
+    public required string OutputDir { get; init; }
+    /// <summary>The pretrained toy model folder (toy-sd.safetensors + config/ + tokenizer/); default data-samples/toy/model.</summary>
+    public string? ModelPath { get; init; }
+    public int Epochs { get; init; } = 40;
+    public int SaveEveryEpochs { get; init; } = 10;
+    public double LearningRate { get; init; } = 1e-4;
+    public double TextEncoderLearningRate { get; init; } = 1e-4;
+    public int ClassImagesPerInstance { get; init; } = ToyWorld.ClassImagesPerInstanceImage;
+    /// <summary>Pictures generated per prompt for the before/after measurement.</summary>
+    public int ProbeSamples { get; init; } = 16;
+    public int SamplingSteps { get; init; } = 20;
+    public double Cfg { get; init; } = 7.5;
+    public string Sampler { get; init; } = "DPM++ 2M Karras";
+    public long Seed { get; init; } = 1234;
+    /// <summary>Training and sampling size (square), the toy model's native size.</summary>
+    public int Size { get; init; } = ToyModelConfig.Default.ImageSize;
+
+    /// <summary>The training config this demo runs: the recipe's defaults with the toy changes above.</summary>
+    public TrainingConfig TrainingConfig(string modelPath, string instanceDir, string classDir) => new()
+    {
+        PretrainedModel = modelPath,
+        OutputDir = Path.Combine(OutputDir, "train"),
+        Name = "ohwx-toy",
+        Concepts =
+        [
+            new ConceptConfig
+            {
+                InstanceDir = instanceDir,
+                InstancePrompt = ToyWorld.InstancePrompt,
+                ClassDir = classDir,
+                ClassPrompt = ToyWorld.ClassWord,
+                ClassImagesPerInstance = ClassImagesPerInstance,
+                GenerateClassImages = false,
+            },
+        ],
+        Epochs = Epochs,
+        SaveEveryEpochs = SaveEveryEpochs,
+        LearningRate = LearningRate,
+        TextEncoderLearningRate = TextEncoderLearningRate,
+        MaxResolution = Size,
+        ResolutionStep = Size,
+        Seed = Seed,
+    };
+}
+
+/// <summary>Before/after figures of the demo, measured with <see cref="ToyProbe"/>.</summary>
+public sealed record ToyDemoResult(
+    ToyProbeSummary InstanceBefore, ToyProbeSummary ClassBefore,
+    ToyProbeSummary InstanceAfter, ToyProbeSummary ClassAfter,
+    IReadOnlyList<string> Checkpoints, string GridPath, string LossCurvePath, string MetricsPath,
+    int TrainingSteps, TimeSpan Elapsed, IReadOnlyDictionary<string, double> Seconds)
+{
+    /// <summary>The figures as the CLI prints them.</summary>
+    public string Summary()
+    {
+        static string Row(string name, ToyProbeSummary s) => string.Create(CultureInfo.InvariantCulture,
+            $"  {name,-28} subject rate {s.SubjectRate,5:P0}   mean subject score {s.MeanSubjectScore,5:0.00}   shirt colours {s.DistinctShirtColors} (diversity {s.ClassDiversity:0.00})");
+        return string.Join(Environment.NewLine,
+            "DreamBooth on the toy world: does \"ohwx man\" now draw the subject, and does \"man\" still draw varied men?",
+            Row("\"ohwx man\" before", InstanceBefore),
+            Row("\"ohwx man\" after", InstanceAfter),
+            Row("\"man\" before", ClassBefore),
+            Row("\"man\" after", ClassAfter),
+            string.Create(CultureInfo.InvariantCulture, $"  training steps {TrainingSteps}; total {Elapsed.TotalSeconds:0} s"));
+    }
+}
+
+/// <summary>
+/// The README's main job on the embedded default: prepare the subject's photos → real class images →
+/// measure the base model → train with the (toy-scaled) recipe → x/y plot of the saved checkpoints →
+/// measure again. Everything lands in <see cref="ToyDemoOptions.OutputDir"/>.
+/// </summary>
+public static class ToyDemo
+{
+    public static readonly string[] GridPrompts = ["ohwx man on a beach", "a man on a beach", "ohwx man in a snowy field"];
+
+    public static async Task<ToyDemoResult> RunAsync(ToyDemoOptions options, IProgress<string>? log = null, CancellationToken ct = default)
+    {
+        var total = Stopwatch.StartNew();
+        var seconds = new Dictionary<string, double>();
+        var phase = Stopwatch.StartNew();
+        void Done(string name) { seconds[name] = Math.Round(phase.Elapsed.TotalSeconds, 1); log?.Report($"{name}: {phase.Elapsed.TotalSeconds:0.0} s"); phase.Restart(); }
+
+        string output = Path.GetFullPath(options.OutputDir);
+        Directory.CreateDirectory(output);
+        string modelDir = Path.GetFullPath(options.ModelPath ?? ToyAssets.ModelDirectory);
+        string modelPath = Path.Combine(modelDir, ToyAssets.CheckpointFileName);
+        if (!File.Exists(modelPath))
+            throw new DreamBoothException($"toy model '{modelPath}' not found (expected the pretrained toy model in data-samples/toy/model; see its MODEL_CARD.md)");
+        var loadOptions = ToyAssets.LoadOptions(modelDir);
+        int size = options.Size;
+
+        // 1. Prepare the subject's photos exactly as real photos are prepared (ingest, face-aware focal crop, manifest).
+        string instanceDir = Path.Combine(output, "instance");
+        log?.Report($"prepare: {ToyAssets.SubjectDirectory} → {instanceDir}");
+        var report = await DatasetPreparer.RunAsync(ToyAssets.SubjectDirectory, instanceDir, new PrepareOptions
+        {
+            Size = new Bucket(size, size),
+            BucketMaxResolution = size,
+            BucketMinSide = size,
+            BucketStep = size,
+        }, ct: ct);
+        if (report.Prepared < TrainingConfigMinimum) throw new DreamBoothException($"{ToyAssets.SubjectDirectory}: only {report.Prepared} usable instance images");
+        Done("prepare");
+
+        // 2. Real class images: the toy world's renderer plays the role of the recipe's real photos of men.
+        string classDir = Path.Combine(output, "class");
+        int needed = report.Prepared * options.ClassImagesPerInstance;
+        int existing = Directory.Exists(classDir) ? Directory.GetFiles(classDir, "*.png").Length : 0;
+        if (existing < needed) ToyWorld.WriteClassImages(classDir, needed, (int)options.Seed, size);
+        log?.Report($"class images: {needed} real \"man\" renders in {classDir}");
+        Done("class_images");
+
+        // 3. The base model, measured before training.
+        ToyProbeSummary instanceBefore, classBefore;
+        using (var baseModel = StableDiffusionModel.Load(modelPath, loadOptions))
+        using (var pipeline = new Txt2ImgPipeline(baseModel))
+        {
+            instanceBefore = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-before-ohwx-man.png"), ct);
+            classBefore = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-before-man.png"), ct);
+        }
+        Done("measure_before");
+
+        // 4. Train with the recipe.
+        var config = options.TrainingConfig(modelPath, instanceDir, classDir);
+        var problems = config.Validate();
+        if (problems.Count > 0) throw new DreamBoothException("toy training config: " + string.Join("; ", problems));
+        config.Save(Path.Combine(output, "config.json"));
+        TrainingResult trained;
+        using (var model = StableDiffusionModel.Load(modelPath, loadOptions))
+        using (var trainer = new DreamBoothTrainer(config, model))
+        {
+            log?.Report($"train: {trainer.TotalSteps} steps ({config.Epochs} epochs × {trainer.StepsPerEpoch} steps), TE for the first {trainer.TextEncoderSteps}");
+            int lastReported = -1;
+            var progress = new SyncProgress<TrainingEvent>(e =>
+            {
+                if (e.Kind == TrainingEventKind.Saved) log?.Report($"  saved {Path.GetFileName(e.Path)}");
+                else if (e.Kind == TrainingEventKind.EpochEnd && e.Epoch / 10 != lastReported)
+                {
+                    lastReported = e.Epoch / 10;
+                    log?.Report(string.Create(CultureInfo.InvariantCulture, $"  epoch {e.Epoch + 1}/{config.Epochs}  step {e.Step}/{e.TotalSteps}  loss {e.Loss:0.0000}"));
+                }
+            });
+            trained = trainer.Run(progress, ct);
+        }
+        if (trained.Cancelled) throw new OperationCanceledException(ct);
+        Done("train");
+
+        // 5. Loss curve and the x/y plot of every saved checkpoint.
+        string lossPath = Path.Combine(output, "loss-curve.png");
+        using (var curve = LossCurvePlot.FromTrainingLog(Path.Combine(config.OutputDir, "log.csv"), "toy DreamBooth: instance vs prior loss"))
+            AtomicFile.Write(lossPath, s => curve.SaveAsPng(s));
+        var checkpoints = XYCheckpoint.FindEpochs(config.OutputDir);
+        if (checkpoints.Count == 0) throw new DreamBoothException($"{config.OutputDir}: training saved no checkpoint");
+        string gridPath = Path.Combine(output, "xy-grid.png");
+        var spec = new XYPlotSpec
+        {
+            X = XYAxis.Checkpoints(checkpoints),
+            Y = XYAxis.PromptSR(GridPrompts),
+            Prompt = GridPrompts[0],
+            Cfg = options.Cfg,
+            Seed = options.Seed,
+            Steps = options.SamplingSteps,
+            Sampler = options.Sampler,
+            Width = size,
+            Height = size,
+        }.Resolve();
+        using (var renderer = new Txt2ImgCellRenderer(loadOptions, PipelineOptions.Default))
+        using (var grid = XYPlotEngine.Run(spec, renderer, null, ct))
+            grid.Save(gridPath);
+        Done("xy_plot");
+
+        // 6. The last checkpoint, measured after training.
+        ToyProbeSummary instanceAfter, classAfter;
+        using (var finalModel = StableDiffusionModel.Load(checkpoints[^1].Path, loadOptions))
+        using (var pipeline = new Txt2ImgPipeline(finalModel))
+        {
+            instanceAfter = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-after-ohwx-man.png"), ct);
+            classAfter = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-after-man.png"), ct);
+        }
+        Done("measure_after");
+
+        string metricsPath = Path.Combine(output, "metrics.json");
+        var result = new ToyDemoResult(instanceBefore, classBefore, instanceAfter, classAfter,
+            checkpoints.Select(c => c.Path).ToList(), gridPath, lossPath, metricsPath, trained.Steps, total.Elapsed, seconds);
+        AtomicFile.WriteAllText(metricsPath, JsonSerializer.Serialize(new
+        {
+            instance_before = instanceBefore, class_before = classBefore, instance_after = instanceAfter, class_after = classAfter,
+            training_steps = trained.Steps, seconds, total_seconds = Math.Round(total.Elapsed.TotalSeconds, 1),
+            checkpoints = result.Checkpoints, grid = gridPath, loss_curve = lossPath,
+        }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }) + "\n");
+        return result;
+    }
+
+    const int TrainingConfigMinimum = Training.TrainingConfig.MinInstanceImages;
+
+    /// <summary>Generates <see cref="ToyDemoOptions.ProbeSamples"/> pictures of a prompt (seeds seed, seed+1, ...), saves a contact sheet, measures them.</summary>
+    public static ToyProbeSummary Probe(Txt2ImgPipeline pipeline, string prompt, ToyDemoOptions options, string? sheetPath, CancellationToken ct)
+    {
+        using var result = pipeline.Generate(new GenerationRequest
+        {
+            Prompt = prompt,
+            Steps = options.SamplingSteps,
+            CfgScale = options.Cfg,
+            Sampler = options.Sampler,
+            Seed = options.Seed,
+            Width = options.Size,
+            Height = options.Size,
+            Count = options.ProbeSamples,
+            BatchSize = options.ProbeSamples,
+        }, null, ct);
+        var images = result.Images.Select(i => i.Image).ToList();
+        if (sheetPath is not null)
+        {
+            using var sheet = ToyWorld.ContactSheet(images, columns: 8, zoom: 2);
+            AtomicFile.Write(sheetPath, s => sheet.SaveAsPng(s));
+        }
+        return ToyProbe.Measure(images);
+    }
+
+    sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
