@@ -233,6 +233,14 @@ public sealed class SafeTensorsFile : IDisposable
     /// <summary>Validates a header against the data region's length: every rule of the format, errors naming file and tensor.</summary>
     internal static (List<SafeTensorInfo>, Dictionary<string, string>) ParseHeader(string file, byte[] header, long dataLength)
     {
+        // JsonElement decodes names and strings lazily: an unpaired surrogate escape ("\ud800") surfaces as
+        // InvalidOperationException only when a name or string is read
+        try { return ParseHeaderChecked(file, header, dataLength); }
+        catch (InvalidOperationException e) { throw new DreamBoothException($"{file}: header holds an invalid string ({FirstLine(e.Message)})"); }
+    }
+
+    static (List<SafeTensorInfo>, Dictionary<string, string>) ParseHeaderChecked(string file, byte[] header, long dataLength)
+    {
         string text;
         try { text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(header); }
         catch (DecoderFallbackException) { throw new DreamBoothException($"{file}: header is not valid UTF-8"); }

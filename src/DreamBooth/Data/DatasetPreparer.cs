@@ -103,7 +103,8 @@ public static class DatasetPreparer
         for (int i = 0; i < files.Count; i++)
         {
             if (hashes[i] is not { } h) continue;
-            if (firstByHash.TryGetValue(h, out var first))
+            // files without content are not duplicates of each other: each is reported as empty by the probe
+            if (h != ImageIngest.EmptySha256 && firstByHash.TryGetValue(h, out var first))
                 skipped.Add(new SkippedFile(files[i], ImageIngest.CodeDuplicate, $"same content as {Rel(first)}"));
             else
             {
@@ -117,7 +118,7 @@ public static class DatasetPreparer
         var used = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var (f, sha) in work)
         {
-            var stem = Path.ChangeExtension(Rel(f), null)!.Replace('/', '_');
+            var stem = SafeStem(Path.ChangeExtension(Rel(f), null)!.Replace('/', '_'));
             var name = stem + ".png";
             if (!used.Add(name)) { name = $"{stem}-{sha[..8]}.png"; used.Add(name); }
             names[f] = name;
@@ -243,6 +244,22 @@ public static class DatasetPreparer
     }
 
     /// <summary>Bounds the bytes of decoded images in flight; one request larger than the budget runs alone.</summary>
+    /// <summary>
+    /// An output file stem from a source's relative path: control characters and characters Windows refuses become
+    /// '_', a leading '.'/'-' and Windows device names get a '_' prefix, so every output stays a plain visible file
+    /// inside the output folder on every OS.
+    /// </summary>
+    internal static string SafeStem(string stem)
+    {
+        var chars = stem.Select(c => char.IsControl(c) || c is '\\' or ':' or '*' or '?' or '"' or '<' or '>' or '|' ? '_' : c).ToArray();
+        var s = new string(chars).TrimEnd('.', ' ');
+        if (s.Length == 0) s = "_";
+        string device = s.Split('.')[0].Trim().ToUpperInvariant();
+        if (s[0] is '.' or '-' || device is "CON" or "PRN" or "AUX" or "NUL" || device.Length == 4 && (device.StartsWith("COM") || device.StartsWith("LPT")) && char.IsDigit(device[3]))
+            s = "_" + s;
+        return s;
+    }
+
     internal sealed class MemoryGate(long budget)
     {
         long _used;

@@ -72,8 +72,27 @@ public static class ImageIngest
             .ToList();
     }
 
+    /// <summary>SHA-256 of zero bytes: what <see cref="Sha256"/> returns, without opening, for a path with no content.</summary>
+    public static readonly string EmptySha256 = Convert.ToHexStringLower(SHA256.HashData(ReadOnlySpan<byte>.Empty));
+
+    /// <summary>
+    /// Bytes behind a path, following symbolic links (a dangling link is an <see cref="IOException"/>). A FIFO, device
+    /// or socket reports 0 like an empty file, and callers never open a path with no content: opening a FIFO blocks
+    /// until a writer appears, and a link to /dev/zero never ends.
+    /// </summary>
+    public static long ContentLength(string path)
+    {
+        var fi = new FileInfo(path);
+        if (fi.LinkTarget is null) return fi.Length;
+        var target = fi.ResolveLinkTarget(returnFinalTarget: true);
+        if (target is null || !target.Exists) throw new IOException($"broken symbolic link to {fi.LinkTarget}");
+        if (target is not FileInfo file) throw new IOException($"symbolic link to a folder ({fi.LinkTarget})");
+        return file.Length;
+    }
+
     public static string Sha256(string path)
     {
+        if (ContentLength(path) == 0) return EmptySha256;
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         return Convert.ToHexStringLower(SHA256.HashData(fs));
     }
@@ -82,9 +101,9 @@ public static class ImageIngest
     public static (IImageInfo? Info, IImageFormat? Format, SkippedFile? Skip) Probe(string path, IngestOptions options)
     {
         long length;
-        try { length = new FileInfo(path).Length; }
+        try { length = ContentLength(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return (null, null, new SkippedFile(path, CodeUnreadable, e.Message)); }
-        if (length == 0) return (null, null, new SkippedFile(path, CodeEmpty, "zero-byte file"));
+        if (length == 0) return (null, null, new SkippedFile(path, CodeEmpty, "zero bytes (an empty file, or a FIFO/device/socket, which is never opened)"));
         if (length > options.MaxFileBytes)
             return (null, null, new SkippedFile(path, CodeTooLarge, $"file is {length >> 20} MiB (limit {options.MaxFileBytes >> 20} MiB)"));
         try

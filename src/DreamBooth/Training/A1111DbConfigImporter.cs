@@ -62,8 +62,7 @@ public static class A1111DbConfigImporter
     public static A1111ImportResult Import(string json, string source = "db_config.json")
     {
         JsonObject root;
-        try { root = JsonNode.Parse(json) as JsonObject ?? throw new DreamBoothException($"{source}: expected a JSON object"); }
-        catch (JsonException e) { throw new DreamBoothException($"{source}: not valid JSON ({e.Message})"); }
+        root = TrainingConfig.ParseUntrusted(json, source) as JsonObject ?? throw new DreamBoothException($"{source}: expected a JSON object");
 
         var c = new TrainingConfig();
         var mapped = new List<string>();

@@ -163,9 +163,7 @@ public sealed record TrainingConfig
     /// <summary>Parses JSON strictly; every unknown key is reported (all of them, in one exception).</summary>
     public static TrainingConfig FromJson(string json, string source = "config")
     {
-        JsonNode? root;
-        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
-        catch (JsonException e) { throw new DreamBoothException($"{source}: not valid JSON ({e.Message})"); }
+        var root = ParseUntrusted(json, source, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         if (root is not JsonObject obj) throw new DreamBoothException($"{source}: expected a JSON object at the top level");
 
         var problems = new List<string>();
@@ -237,9 +235,44 @@ public sealed record TrainingConfig
         foreach (var kv in obj)
             if (!keys.ContainsKey(kv.Key))
             {
+                if (kv.Key.Length > 64 || problems.Count >= 20)
+                {
+                    // a hostile file can hold megabyte keys or thousands of them: bounded work, bounded message
+                    if (problems.Count < 21) problems.Add($"unknown setting '{prefix}{kv.Key[..Math.Min(kv.Key.Length, 64)]}...'");
+                    continue;
+                }
                 string? near = keys.Keys.OrderBy(k => Levenshtein(k, kv.Key)).FirstOrDefault();
                 problems.Add($"unknown setting '{prefix}{kv.Key}'" + (near is not null && Levenshtein(near, kv.Key) <= 3 ? $" (did you mean '{prefix}{near}'?)" : ""));
             }
+    }
+
+    /// <summary>
+    /// Parses a user's JSON file into nodes and touches every object and string once, so that what
+    /// <see cref="JsonNode"/> checks lazily (a key that appears twice, an unpaired surrogate escape) is
+    /// reported here as a <see cref="DreamBoothException"/> instead of surfacing mid-import as another exception.
+    /// </summary>
+    internal static JsonNode? ParseUntrusted(string json, string source, JsonDocumentOptions options = default)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(json, documentOptions: options); }
+        catch (JsonException e) { throw new DreamBoothException($"{source}: not valid JSON ({e.Message})"); }
+        var pending = new Stack<JsonNode?>();
+        pending.Push(root);
+        try
+        {
+            while (pending.Count > 0)
+            {
+                switch (pending.Pop())
+                {
+                    case JsonObject o: foreach (var kv in o) pending.Push(kv.Value); break;
+                    case JsonArray a: foreach (var v in a) pending.Push(v); break;
+                    case JsonValue v when v.GetValueKind() == JsonValueKind.String: _ = v.GetValue<string>(); break;
+                }
+            }
+        }
+        catch (ArgumentException e) { throw new DreamBoothException($"{source}: a key appears twice in one object ({e.Message})"); }
+        catch (InvalidOperationException e) { throw new DreamBoothException($"{source}: invalid string ({e.Message})"); }
+        return root;
     }
 
     static string ExpectedType(string key)
@@ -251,6 +284,22 @@ public sealed record TrainingConfig
         return pt == typeof(bool) ? "true or false" : pt == typeof(int) || pt == typeof(long) ? "an integer"
              : pt == typeof(double) ? "a number" : pt == typeof(string) ? "a string" : "a list";
     }
+
+    static readonly HashSet<string> ReservedStems = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
+        "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    };
+
+    /// <summary>
+    /// A name that can prefix files in the output folder on every OS without escaping it: no separators, control
+    /// characters or characters Windows refuses, no leading '.'/'-', no trailing '.'/space, not a device name.
+    /// </summary>
+    internal static bool IsSafeFileStem(string name) =>
+        !string.IsNullOrWhiteSpace(name) && name.Length <= 100
+        && name.All(c => char.IsLetterOrDigit(c) || c is ' ' or '-' or '_' or '.' or '(' or ')' or '+')
+        && name[0] is not ('.' or '-') && name[^1] is not ('.' or ' ')
+        && !ReservedStems.Contains(name.Split('.')[0].Trim());
 
     static int Levenshtein(string a, string b)
     {
@@ -285,8 +334,8 @@ public sealed record TrainingConfig
 
         if (string.IsNullOrWhiteSpace(PretrainedModel)) p.Add("pretrained_model is empty (expected a checkpoint file, diffusers folder or Hub repo id)");
         if (string.IsNullOrWhiteSpace(OutputDir)) p.Add("output_dir is empty");
-        if (string.IsNullOrWhiteSpace(Name) || Name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || Name.Contains('/'))
-            p.Add($"name = \"{Name}\" is not a valid file name prefix");
+        if (!IsSafeFileStem(Name))
+            p.Add($"name = {JsonSerializer.Serialize(Name)} is not a valid file name prefix (letters, digits, spaces and -_.()+ only, at most 100 characters, not starting with '.' or '-', not a reserved device name)");
 
         Range("epochs", Epochs, 1, 1_000_000);
         Range("save_every_epochs", SaveEveryEpochs, 0, inf);

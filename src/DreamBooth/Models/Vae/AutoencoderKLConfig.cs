@@ -69,6 +69,11 @@ public sealed record AutoencoderKLConfig
         {
             if (!ok) throw new DreamBoothException($"{source}: config key '{key}': {what}");
         }
+        // JSON null deserializes into these non-nullable members: refuse it before anything dereferences them
+        static bool Present(object? value) => value is not null;
+        Require(Present(BlockOutChannels), "block_out_channels", "expected a list, found null");
+        Require(Present(DownBlockTypes), "down_block_types", "expected a list, found null");
+        Require(Present(UpBlockTypes), "up_block_types", "expected a list, found null");
         int n = BlockOutChannels.Count;
         Require(n >= 1, "block_out_channels", "expected at least one block");
         Require(DownBlockTypes.Count == n, "down_block_types", $"expected {n} entries (one per block_out_channels), found {DownBlockTypes.Count}");
