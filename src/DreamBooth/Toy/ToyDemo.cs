@@ -168,7 +168,7 @@ public static class ToyDemo
                 else if (e.Kind == TrainingEventKind.EpochEnd && e.Epoch / 10 != lastReported)
                 {
                     lastReported = e.Epoch / 10;
-                    log?.Report(string.Create(CultureInfo.InvariantCulture, $"  epoch {e.Epoch + 1}/{config.Epochs}  step {e.Step}/{e.TotalSteps}  loss {e.Loss:0.0000}"));
+                    log?.Report(string.Create(CultureInfo.InvariantCulture, $"  epoch {e.Epoch}/{config.Epochs}  step {e.Step}/{e.TotalSteps}  loss {e.Loss:0.0000}"));
                 }
             });
             trained = trainer.Run(progress, ct);
