@@ -6,6 +6,9 @@ using static TorchSharp.torch;
 
 namespace DreamBooth.Tests.Toy;
 
+/// <summary>The pretrainer seeds torch's global generator (module initialisation draws from it): run alone, or a
+/// parallel test's draws make two same-seed runs differ.</summary>
+[Collection(DreamBooth.Tests.Models.SerialModelTests.Name)]
 public class ToyPretrainerTests
 {
     /// <summary>The tokenizer shipped with the toy model (data-samples/toy/model/tokenizer).</summary>
