@@ -75,11 +75,20 @@ public sealed class StableDiffusionModel : IDisposable
         _shortHash = new Lazy<string?>(() => hashable && File.Exists(source) ? CheckpointInspector.Sha256Of(source)[..10] : null);
     }
 
-    /// <summary>Random-weight model of the given configs (deterministic for a seed): tests and benchmarks.</summary>
+    static readonly object RandomInitGate = new();
+
+    /// <summary>
+    /// Random-weight model of the given configs (deterministic for a seed): tests and benchmarks. Module
+    /// initialisation draws from torch's global generator, so concurrent calls are serialised.
+    /// </summary>
     public static StableDiffusionModel CreateRandom(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae, ClipTokenizer tokenizer, long seed)
     {
-        torch.manual_seed(seed);
-        var (te, u, v) = Build(text, unet, vae);
+        CLIPTextModel te; UNet2DConditionModel u; AutoencoderKL v;
+        lock (RandomInitGate)
+        {
+            torch.manual_seed(seed);
+            (te, u, v) = Build(text, unet, vae);
+        }
         return new StableDiffusionModel(te, u, v, tokenizer, StableDiffusion15SchedulerJson, $"random-{seed}", "(random)", hashable: false);
     }
 
