@@ -47,7 +47,7 @@ public sealed class TrainCommand : ICliCommand
             CliApp.Torch();
             using var model = StableDiffusionModel.Load(cfg.PretrainedModel);
             int n = Math.Max(1, parse.GetValue(every));
-            var progress = new SyncProgress(e => Print(w, e, n));
+            var progress = new SyncProgress<TrainingEvent>(e => Print(w, e, n));
             // missing class images are generated here (library side), previews use Txt2ImgPreviewRenderer.For(cfg)
             using var trainer = await Task.Run(() => new DreamBoothTrainer(cfg, model, setupProgress: progress, setupCancellation: ct), CancellationToken.None);
             if (resumeDir is not null) trainer.LoadState(resumeDir.FullName);
@@ -81,8 +81,4 @@ public sealed class TrainCommand : ICliCommand
     }
 
     /// <summary>IProgress that reports on the training thread (in order, no sync-context hop).</summary>
-    sealed class SyncProgress(Action<TrainingEvent> report) : IProgress<TrainingEvent>
-    {
-        public void Report(TrainingEvent value) => report(value);
-    }
 }

@@ -280,8 +280,4 @@ public sealed class Txt2ImgPipeline : IDisposable
     public void Dispose() => ClearEmbeddingCache();
 
     /// <summary>An IProgress that reports on the calling thread (Progress&lt;T&gt; would post to a sync context).</summary>
-    sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

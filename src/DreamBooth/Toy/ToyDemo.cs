@@ -248,8 +248,4 @@ public static class ToyDemo
         return ToyProbe.Measure(images);
     }
 
-    sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

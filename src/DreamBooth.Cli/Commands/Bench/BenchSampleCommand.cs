@@ -63,7 +63,7 @@ public sealed class BenchSampleCommand : IBenchSubcommand
                     using var memory = new BenchSupport.PeakMemory(dev);
                     var stamps = new List<double>();
                     var clock = Stopwatch.StartNew();
-                    var progress = new SyncProgress(p => { BenchSupport.Sync(dev); stamps.Add(clock.Elapsed.TotalSeconds); });
+                    var progress = new SyncProgress<SamplingProgress>(p => { BenchSupport.Sync(dev); stamps.Add(clock.Elapsed.TotalSeconds); });
                     var images = pipeline.GenerateBatch(request, seeds, progress, ct);
                     double total = clock.Elapsed.TotalSeconds;
                     foreach (var img in images) img.Dispose();
@@ -91,8 +91,4 @@ public sealed class BenchSampleCommand : IBenchSubcommand
     }
 
     /// <summary>Calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool and lose the timing).</summary>
-    sealed class SyncProgress(Action<SamplingProgress> report) : IProgress<SamplingProgress>
-    {
-        public void Report(SamplingProgress value) => report(value);
-    }
 }
