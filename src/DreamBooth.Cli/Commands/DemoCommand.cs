@@ -8,15 +8,20 @@ public sealed class DemoCommand : ICliCommand
 {
     public Command Build()
     {
+        var d = new ToyDemoOptions { OutputDir = "." };
         var output = new Option<DirectoryInfo>("--output") { Description = "Folder for everything the run writes", DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("runs", "demo")) };
-        var epochs = new Option<int>("--epochs") { Description = "Training epochs (steps per instance image)", DefaultValueFactory = _ => 40 };
-        var saveEvery = new Option<int>("--save-every") { Description = "Save a checkpoint every N epochs", DefaultValueFactory = _ => 10 };
-        var lr = new Option<double>("--lr") { Description = "UNet and text-encoder learning rate (toy-scaled; the recipe's 1e-7 is for SD1.5)", DefaultValueFactory = _ => 1e-4 };
-        var samples = new Option<int>("--probe-samples") { Description = "Pictures per prompt for the before/after measurement", DefaultValueFactory = _ => 16 };
+        var epochs = new Option<int>("--epochs") { Description = "Training epochs (steps per instance image)", DefaultValueFactory = _ => d.Epochs };
+        var saveEvery = new Option<int>("--save-every") { Description = "Save a checkpoint every N epochs", DefaultValueFactory = _ => d.SaveEveryEpochs };
+        var lr = new Option<double>("--lr") { Description = "UNet learning rate (toy-scaled; the recipe's 1e-7 is for SD1.5)", DefaultValueFactory = _ => d.LearningRate };
+        var teLr = new Option<double>("--te-lr") { Description = "Text-encoder learning rate (toy-scaled)", DefaultValueFactory = _ => d.TextEncoderLearningRate };
+        var optimizer = new Option<string>("--optimizer") { Description = "Optimizer (the recipe's lion; adamw or adamw8bit to compare)", DefaultValueFactory = _ => d.Optimizer };
+        var instancePrompt = new Option<string>("--instance-prompt") { Description = "Instance prompt ([filewords] = the subject's .txt captions)", DefaultValueFactory = _ => d.InstancePrompt };
+        var classPrompt = new Option<string>("--class-prompt") { Description = "Class prompt ([filewords] = the class images' .txt captions)", DefaultValueFactory = _ => d.ClassPrompt };
+        var samples = new Option<int>("--probe-samples") { Description = "Pictures per prompt for the before/after measurement", DefaultValueFactory = _ => d.ProbeSamples };
         var model = new Option<string?>("--model") { Description = "Toy model folder (default data-samples/toy/model)" };
-        var seed = new Option<long>("--seed") { Description = "Seed for data order, noise, sampling", DefaultValueFactory = _ => 1234 };
+        var seed = new Option<long>("--seed") { Description = "Seed for data order, noise, sampling", DefaultValueFactory = _ => d.Seed };
         var cmd = new Command("demo", "Run the whole DreamBooth recipe on the embedded toy default: prepare → class images → train → x/y plot, with before/after figures");
-        foreach (var o in new Option[] { output, epochs, saveEvery, lr, samples, model, seed }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { output, epochs, saveEvery, lr, teLr, optimizer, instancePrompt, classPrompt, samples, model, seed }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
@@ -28,7 +33,10 @@ public sealed class DemoCommand : ICliCommand
                 Epochs = parse.GetValue(epochs),
                 SaveEveryEpochs = parse.GetValue(saveEvery),
                 LearningRate = parse.GetValue(lr),
-                TextEncoderLearningRate = parse.GetValue(lr),
+                TextEncoderLearningRate = parse.GetValue(teLr),
+                Optimizer = parse.GetValue(optimizer)!,
+                InstancePrompt = parse.GetValue(instancePrompt)!,
+                ClassPrompt = parse.GetValue(classPrompt)!,
                 ProbeSamples = parse.GetValue(samples),
                 ModelPath = parse.GetValue(model),
                 Seed = parse.GetValue(seed),

@@ -67,6 +67,8 @@ public sealed class ToyCommand : ICliCommand
         var seed = new Option<int>("--seed") { Description = "Seed of weights, data, batches and noise", DefaultValueFactory = _ => d.Seed };
         var dataset = new Option<int>("--dataset") { Description = "Number of captioned renders", DefaultValueFactory = _ => d.DatasetSize };
         var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => d.BatchSize };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate of the text encoder + UNet (AdamW)", DefaultValueFactory = _ => d.UNetLearningRate };
+        var vaeLr = new Option<double>("--vae-lr") { Description = "Peak learning rate of the autoencoder (AdamW)", DefaultValueFactory = _ => d.VaeLearningRate };
         var micro = new Option<bool>("--micro") { Description = "Use the micro test configs (16×16 pictures) instead of the embedded model's" };
         var threads = new Option<int>("--threads")
         {
@@ -74,7 +76,7 @@ public sealed class ToyCommand : ICliCommand
             DefaultValueFactory = _ => 1,
         };
         var cmd = new Command("pretrain", "Pretrain the toy text-to-image model (VAE, then CLIP text encoder + UNet) from nothing on captioned toy-world renders");
-        foreach (var o in new Option[] { output, steps, vaeSteps, seed, dataset, batch, micro, threads }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { output, steps, vaeSteps, seed, dataset, batch, lr, vaeLr, micro, threads }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) =>
         {
             CliApp.Torch();
@@ -83,6 +85,7 @@ public sealed class ToyCommand : ICliCommand
             {
                 UNetSteps = parse.GetValue(steps), VaeSteps = parse.GetValue(vaeSteps), Seed = parse.GetValue(seed),
                 DatasetSize = parse.GetValue(dataset), BatchSize = parse.GetValue(batch), Threads = parse.GetValue(threads),
+                UNetLearningRate = parse.GetValue(lr), VaeLearningRate = parse.GetValue(vaeLr),
                 Model = parse.GetValue(micro) ? ToyModelConfig.Micro : ToyModelConfig.Default,
             };
             var dir = parse.GetValue(output)!.FullName;

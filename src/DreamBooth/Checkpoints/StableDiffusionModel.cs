@@ -117,8 +117,20 @@ public sealed class StableDiffusionModel : IDisposable
         if (File.Exists(pathOrRepoId)) return LoadSingleFile(Path.GetFullPath(pathOrRepoId), options);
         if (Directory.Exists(pathOrRepoId))
         {
-            if (DiffusersFolder.IsDiffusersFolder(pathOrRepoId)) return LoadDiffusers(Path.GetFullPath(pathOrRepoId), options, null);
-            throw new DreamBoothException($"{Path.GetFullPath(pathOrRepoId)}: folder is not a diffusers model (no {DiffusersFolder.ModelIndex})");
+            var dir = Path.GetFullPath(pathOrRepoId);
+            if (DiffusersFolder.IsDiffusersFolder(dir)) return LoadDiffusers(dir, options, null);
+            if (Directory.Exists(Path.Combine(dir, ConfigFolder)))
+            {
+                var files = Directory.EnumerateFiles(dir)
+                    .Where(f => !Path.GetFileName(f).StartsWith('.'))
+                    .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase))
+                    .Order(StringComparer.Ordinal).ToList();
+                if (files.Count == 1) return LoadSingleFile(files[0], options);
+                throw new DreamBoothException(files.Count == 0
+                    ? $"{dir}: has {ConfigFolder}/ but no .safetensors/.ckpt file beside it"
+                    : $"{dir}: {files.Count} checkpoint files beside {ConfigFolder}/ ({string.Join(", ", files.Select(Path.GetFileName))}); name the file to load");
+            }
+            throw new DreamBoothException($"{dir}: folder is not a diffusers model (no {DiffusersFolder.ModelIndex}) nor a single file with {ConfigFolder}/ beside it");
         }
         if (HubClient.IsRepoId(pathOrRepoId)) return LoadFromHub(pathOrRepoId, options);
         throw new DreamBoothException($"model '{pathOrRepoId}': no such file or folder, and not a Hugging Face repo id (owner/name)");
@@ -155,8 +167,54 @@ public sealed class StableDiffusionModel : IDisposable
         return LoadDiffusers(dir, options, repoId);
     }
 
+    /// <summary>
+    /// Single files carry no configs. A <c>config/</c> folder beside the file (text_encoder.json, unet.json, vae.json,
+    /// scheduler_config.json — what <see cref="WriteSidecar"/> and the trainer write for non-SD1.5 architectures) and a
+    /// <c>tokenizer/</c> folder supply what the options leave unset.
+    /// </summary>
+    public const string ConfigFolder = "config", TokenizerFolder = "tokenizer";
+
+    static ModelLoadOptions WithSidecar(string checkpoint, ModelLoadOptions options, out string? schedulerJson)
+    {
+        var dir = Path.GetDirectoryName(checkpoint)!;
+        var config = Path.Combine(dir, ConfigFolder);
+        string? Json(string name) => File.Exists(Path.Combine(config, name)) ? Path.Combine(config, name) : null;
+        schedulerJson = Json("scheduler_config.json") is { } sched ? File.ReadAllText(sched) : null;
+        var tokenizerDir = Path.Combine(dir, TokenizerFolder);
+        return options with
+        {
+            TextEncoderConfig = options.TextEncoderConfig ?? (Json("text_encoder.json") is { } te ? CLIPTextConfig.Load(te) : null),
+            UNetConfig = options.UNetConfig ?? (Json("unet.json") is { } u ? UNet2DConditionConfig.Load(u) : null),
+            VaeConfig = options.VaeConfig ?? (Json("vae.json") is { } v ? AutoencoderKLConfig.Load(v) : null),
+            TokenizerPath = options.Tokenizer is null && options.TokenizerPath is null && File.Exists(Path.Combine(tokenizerDir, "vocab.json"))
+                ? tokenizerDir : options.TokenizerPath,
+        };
+    }
+
+    /// <summary>
+    /// Writes <c>config/</c> (the three model configs and the scheduler config) and <c>tokenizer/</c> into
+    /// <paramref name="dir"/>, so single files saved there load without options.
+    /// </summary>
+    public void WriteSidecar(string dir)
+    {
+        var config = Path.Combine(dir, ConfigFolder);
+        Directory.CreateDirectory(config);
+        AtomicFile.WriteAllText(Path.Combine(config, "text_encoder.json"), TextEncoder.Config.ToJson() + "\n");
+        AtomicFile.WriteAllText(Path.Combine(config, "unet.json"), UNet.Config.ToJson() + "\n");
+        AtomicFile.WriteAllText(Path.Combine(config, "vae.json"), Vae.Config.ToJson() + "\n");
+        AtomicFile.WriteAllText(Path.Combine(config, "scheduler_config.json"), (SchedulerConfigJson ?? StableDiffusion15SchedulerJson).TrimEnd() + "\n");
+        Tokenizer.Save(Path.Combine(dir, TokenizerFolder));
+    }
+
+    /// <summary>True when the three configs are SD 1.5's (single files of it need no sidecar).</summary>
+    public bool IsStableDiffusion15Architecture =>
+        TextEncoder.Config.ToJson() == CLIPTextConfig.StableDiffusion15.ToJson()
+        && UNet.Config.ToJson() == UNet2DConditionConfig.StableDiffusion15.ToJson()
+        && Vae.Config.ToJson() == AutoencoderKLConfig.StableDiffusion15.ToJson();
+
     static StableDiffusionModel LoadSingleFile(string path, ModelLoadOptions options, HubClient? hub = null)
     {
+        options = WithSidecar(path, options, out var schedulerJson);
         using var file = TensorFile.Open(path);
         var unetConfig = options.UNetConfig ?? UNet2DConditionConfig.StableDiffusion15;
         SingleFileCheckpoint.CheckArchitecture(file, unetConfig);
@@ -171,7 +229,7 @@ public sealed class StableDiffusionModel : IDisposable
             te.Dispose(); unet.Dispose(); vae.Dispose();
             throw;
         }
-        return new StableDiffusionModel(te, unet, vae, tokenizer, StableDiffusion15SchedulerJson, Path.GetFileNameWithoutExtension(path), path, hashable: true);
+        return new StableDiffusionModel(te, unet, vae, tokenizer, schedulerJson ?? StableDiffusion15SchedulerJson, Path.GetFileNameWithoutExtension(path), path, hashable: true);
     }
 
     static ClipTokenizer SingleFileTokenizer(string checkpoint, ModelLoadOptions options, HubClient? hub)

@@ -86,13 +86,7 @@ public static class ToyAssets
     public static void Export(StableDiffusionModel model, string modelDir, IReadOnlyDictionary<string, string>? metadata = null)
     {
         Directory.CreateDirectory(modelDir);
-        var config = Path.Combine(modelDir, "config");
-        Directory.CreateDirectory(config);
-        IO.AtomicFile.WriteAllText(Path.Combine(config, "text_encoder.json"), model.TextEncoder.Config.ToJson() + "\n");
-        IO.AtomicFile.WriteAllText(Path.Combine(config, "unet.json"), model.UNet.Config.ToJson() + "\n");
-        IO.AtomicFile.WriteAllText(Path.Combine(config, "vae.json"), model.Vae.Config.ToJson() + "\n");
-        IO.AtomicFile.WriteAllText(Path.Combine(config, "scheduler_config.json"), (model.SchedulerConfigJson ?? ToyPretrainer.SchedulerConfigJson) + "\n");
-        model.Tokenizer.Save(Path.Combine(modelDir, "tokenizer"));
+        model.WriteSidecar(modelDir);
         model.SaveSingleFile(Path.Combine(modelDir, CheckpointFileName), torch.ScalarType.Float16, metadata);
     }
 }

@@ -18,12 +18,12 @@ public sealed record ToyPretrainOptions
 {
     public int Seed { get; init; }
     /// <summary>Captioned renders drawn once and reused (the world is infinite; a fixed set keeps runs comparable).</summary>
-    public int DatasetSize { get; init; } = 3000;
-    public int VaeSteps { get; init; } = 500;
-    public int UNetSteps { get; init; } = 1200;
+    public int DatasetSize { get; init; } = 10000;
+    public int VaeSteps { get; init; } = 1500;
+    public int UNetSteps { get; init; } = 6000;
     public int BatchSize { get; init; } = 16;
     public double VaeLearningRate { get; init; } = 1.5e-3;
-    public double UNetLearningRate { get; init; } = 1e-3;
+    public double UNetLearningRate { get; init; } = 2e-3;
     /// <summary>KL weight of the VAE objective (L1 reconstruction + this × KL), as small as SD's VAE.</summary>
     public double KlWeight { get; init; } = 1e-6;
     /// <summary>Fraction of captions replaced by the empty prompt so classifier-free guidance works.</summary>
@@ -46,6 +46,8 @@ public sealed record ToyPretrainOptions
         if (DatasetSize < 1) throw new DreamBoothException($"toy pretrain: dataset size {DatasetSize}: expected at least 1");
         if (VaeSteps < 1 || UNetSteps < 1) throw new DreamBoothException($"toy pretrain: steps {VaeSteps}/{UNetSteps}: expected at least 1 VAE and 1 UNet step");
         if (BatchSize < 1) throw new DreamBoothException($"toy pretrain: batch size {BatchSize}: expected at least 1");
+        if (!(UNetLearningRate > 0) || !(VaeLearningRate > 0) || double.IsInfinity(UNetLearningRate) || double.IsInfinity(VaeLearningRate))
+            throw new DreamBoothException($"toy pretrain: learning rates {UNetLearningRate}/{VaeLearningRate}: expected finite values > 0");
         if (Threads is < 1) throw new DreamBoothException($"toy pretrain: threads {Threads}: expected at least 1");
         if (CaptionDropout is < 0 or >= 1) throw new DreamBoothException($"toy pretrain: caption dropout {CaptionDropout}: expected 0 ≤ p < 1");
         if (Model.ImageSize % Model.Vae.DownsampleFactor != 0)
@@ -164,7 +166,7 @@ public sealed class ToyPretrainer
             ToyAssets.Export(sd, modelDir, new Dictionary<string, string>
             {
                 ["dreambooth.toy"] = string.Create(CultureInfo.InvariantCulture,
-                    $"dreambooth toy pretrain --seed {_o.Seed} --dataset {_o.DatasetSize} --vae-steps {_o.VaeSteps} --steps {_o.UNetSteps} --batch {_o.BatchSize}"),
+                    $"dreambooth toy pretrain --seed {_o.Seed} --dataset {_o.DatasetSize} --vae-steps {_o.VaeSteps} --steps {_o.UNetSteps} --batch {_o.BatchSize} --lr {_o.UNetLearningRate} --vae-lr {_o.VaeLearningRate}"),
             });
         progress?.Report(new("save", 1, 1, 0, 0, total.Elapsed));
 

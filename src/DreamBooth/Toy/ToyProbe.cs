@@ -9,15 +9,15 @@ namespace DreamBooth.Toy;
 /// <param name="FigureBox">Bounding box of the figure (pixels), empty when none was found.</param>
 /// <param name="TorsoPixels">Pixels of the figure's torso band that were classified.</param>
 /// <param name="ShirtColor">The most frequent shirt colour of the torso (a <see cref="ToyWorld.ShirtColors"/> name), null without a figure.</param>
-/// <param name="SubjectScore">Fraction of torso pixels in the subject's signature colour (purple hue), 0..1.</param>
-/// <param name="SignatureFractionOfImage">Fraction of all pixels with the signature hue (no figure detection needed).</param>
+/// <param name="SubjectScore">Fraction of torso pixels whose nearest palette colour is the subject's signature purple, 0..1.</param>
+/// <param name="SignatureFractionOfImage">Fraction of all pixels whose nearest palette colour is the signature purple (no figure detection needed).</param>
 public sealed record ToyProbeResult(
     bool FigureFound, ToyBackground Background, Rectangle FigureBox, int TorsoPixels, string? ShirtColor,
     double SubjectScore, double SignatureFractionOfImage);
 
 /// <summary>Figures over a set of pictures (e.g. 16 samples of one prompt).</summary>
 /// <param name="MeanSubjectScore">Mean <see cref="ToyProbeResult.SubjectScore"/>.</param>
-/// <param name="SubjectRate">Fraction of pictures whose subject score is at least <see cref="ToyProbe.SubjectThreshold"/>.</param>
+/// <param name="SubjectRate">Fraction of pictures whose shirt reads as the subject's signature colour (<see cref="ToyProbeResult.ShirtColor"/> = purple).</param>
 /// <param name="ClassDiversity">Normalized Shannon entropy of the shirt colours (0 = all alike, 1 = all 9 colours equally often).</param>
 public sealed record ToyProbeSummary(
     int Count, int FiguresFound, double MeanSubjectScore, double SubjectRate, double ClassDiversity, int DistinctShirtColors,
@@ -31,9 +31,6 @@ public sealed record ToyProbeSummary(
 /// </summary>
 public static class ToyProbe
 {
-    /// <summary>A picture "shows the subject" when at least this fraction of its torso is signature purple.</summary>
-    public const double SubjectThreshold = 0.3;
-
     /// <summary>Summed absolute RGB difference above which a pixel is not background.</summary>
     public const int ForegroundThreshold = 60;
 
@@ -125,23 +122,17 @@ public static class ToyProbe
         }
         double diversity = found.Count == 0 ? 0 : entropy / Math.Log(ToyWorld.ShirtColors.Count);
         return new ToyProbeSummary(results.Count, found.Count, results.Average(r => r.SubjectScore),
-            results.Count(r => r.SubjectScore >= SubjectThreshold) / (double)results.Count, diversity, counts.Count, counts);
+            results.Count(r => r.ShirtColor == ToyWorld.SignatureColor) / (double)results.Count, diversity, counts.Count, counts);
     }
 
     public static ToyProbeSummary Measure(IEnumerable<Image<Rgb24>> images) => Summarize(images.Select(Analyze).ToList());
 
-    /// <summary>Signature purple: hue 255°–315°, saturated and not dark.</summary>
-    public static bool IsSignature(byte r, byte g, byte b)
-    {
-        int max = Math.Max(r, Math.Max(g, b)), min = Math.Min(r, Math.Min(g, b));
-        if (max < 70 || max - min < 0.35 * max) return false;
-        double d = max - min, hue;
-        if (max == r) hue = 60 * ((g - b) / d);
-        else if (max == g) hue = 60 * ((b - r) / d + 2);
-        else hue = 60 * ((r - g) / d + 4);
-        if (hue < 0) hue += 360;
-        return hue >= 255 && hue <= 315;
-    }
+    /// <summary>
+    /// A pixel of the subject's signature colour: its nearest colour in the world's shirt palette is purple. (A
+    /// palette rule, not a hue window: the toy model draws purple a little washed out at 32×32, and a rule that
+    /// only accepts the renderer's saturated purple would miss what the model actually learned.)
+    /// </summary>
+    public static bool IsSignature(byte r, byte g, byte b) => NearestShirtColor(r, g, b) == ToyWorld.SignatureColor;
 
     /// <summary>The nearest shirt colour of the world's palette (RGB distance).</summary>
     public static string NearestShirtColor(byte r, byte g, byte b)

@@ -11,9 +11,10 @@ namespace DreamBooth.Toy;
 /// seeded <see cref="Random"/>, so the same seed always gives the same pictures and captions.
 /// </summary>
 /// <remarks>
-/// The vocabulary is chosen so that a DreamBooth subject can be measured: men never wear purple in this world
-/// (only women do), and no striped shirt has yellow stripes. The sample subject "ohwx man" wears a purple shirt
-/// with yellow stripes, which a model pretrained on this world cannot draw from the word "man".
+/// The vocabulary is chosen so that a DreamBooth subject can be measured: men never wear purple and never have
+/// red (ginger) hair in this world (only women do). The sample subject "ohwx man" is a ginger man in a plain purple
+/// shirt, which a model pretrained on this world does not draw from the word "man" (it knows both features from
+/// women, so it can learn to put them on a man).
 /// </remarks>
 public static class ToyWorld
 {
@@ -28,10 +29,13 @@ public static class ToyWorld
     /// <summary>The subject's signature shirt colour (absent from every "man" of the world).</summary>
     public const string SignatureColor = "purple";
 
+    /// <summary>The subject's hair colour (no "man" of the world has red hair either).</summary>
+    public const string SignatureHairColor = "red";
+
     /// <summary>
     /// Toy-scaled number of real class images per instance image. The A1111 recipe uses 100 per instance image;
-    /// the toy's trainer runs a few hundred steps, so 10 per image (70 for the 7 instance images) already covers
-    /// far more prior batches than the run draws.
+    /// the toy's 840 training steps draw 840 prior images, so 70 (10 for each of the 7 instance images) are each
+    /// seen 12 times — enough variety for a model that draws 7 shirt colours on men.
     /// </summary>
     public const int ClassImagesPerInstanceImage = 10;
 
@@ -102,8 +106,9 @@ public static class ToyWorld
     // ------------------------------------------------------------------ the sample subject
 
     /// <summary>
-    /// The sample subject "ohwx man": black short hair, medium skin, beige trousers and a purple shirt with yellow
-    /// stripes (two features no man of the pretraining world has), in 7 poses/backgrounds.
+    /// The sample subject "ohwx man": short red (ginger) hair, medium skin, beige trousers and a plain purple shirt
+    /// (two features no man of the pretraining world has), in 7 poses/backgrounds. Plain, not striped: at the toy's
+    /// 32×32 pixels thin stripes blur into a mixed colour that no longer reads as purple.
     /// </summary>
     public static IReadOnlyList<ToyScene> SubjectInstances { get; } = BuildSubject();
 
@@ -119,8 +124,8 @@ public static class ToyWorld
             (ToyPosition.Right, 0.58, ToyBackground.Beach, 0.0),
             (ToyPosition.Centre, 0.72, ToyBackground.Forest, -0.02),
         ];
-        return poses.Select(p => new ToyScene(ToyGender.Man, 1, "black", ToyHairStyle.Short, SignatureColor, ToyPattern.Striped,
-            "yellow", "beige", p.Pos, p.Jitter, p.Scale, p.Bg, ToyMentions.Background | ToyMentions.Position, IsSubject: true)).ToList();
+        return poses.Select(p => new ToyScene(ToyGender.Man, 1, SignatureHairColor, ToyHairStyle.Short, SignatureColor, ToyPattern.Plain,
+            "white", "beige", p.Pos, p.Jitter, p.Scale, p.Bg, ToyMentions.Background | ToyMentions.Position, IsSubject: true)).ToList();
     }
 
     // ------------------------------------------------------------------ captions

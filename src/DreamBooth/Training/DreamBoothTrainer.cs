@@ -233,6 +233,9 @@ public sealed class DreamBoothTrainer : IDisposable
     {
         Directory.CreateDirectory(_c.OutputDir);
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, "config.json"), _c.ToJson() + "\n");
+        // single files carry no configs: for an architecture other than SD 1.5 (e.g. the toy model) the saves get
+        // config/ + tokenizer/ beside them, so `sample`, `xyplot` and notebooks load them by path alone
+        if (!_sd.IsStableDiffusion15Architecture) _sd.WriteSidecar(_c.OutputDir);
         string csv = Path.Combine(_c.OutputDir, "log.csv");
         if (_step == 0 || !File.Exists(csv)) File.WriteAllText(csv, TrainingEvent.CsvHeader + "\n");
         var tensorboard = new TensorBoardLog(Path.Combine(_c.OutputDir, "tensorboard"));

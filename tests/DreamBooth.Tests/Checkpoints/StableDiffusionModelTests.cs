@@ -47,6 +47,39 @@ public class StableDiffusionModelTests
         }
     }
 
+    [Fact]
+    public void A_single_file_with_config_and_tokenizer_beside_it_loads_by_path_alone_file_or_folder()
+    {
+        using var dir = TestPaths.NewTempDir();
+        using var model = Tiny(3);
+        Assert.False(model.IsStableDiffusion15Architecture);
+        var file = Path.Combine(dir.Path, "tiny.safetensors");
+        model.SaveSingleFile(file, ScalarType.Float32);
+
+        // without the sidecar the file is taken for SD 1.5 and refused with a line naming the mismatch
+        var e = Assert.Throws<DreamBoothException>(() => StableDiffusionModel.Load(file));
+        Assert.Contains("tiny.safetensors", e.Message);
+
+        model.WriteSidecar(dir.Path);
+        foreach (var name in new[] { "text_encoder.json", "unet.json", "vae.json", "scheduler_config.json" })
+            Assert.True(File.Exists(Path.Combine(dir.Path, StableDiffusionModel.ConfigFolder, name)), name);
+        using (var byFile = StableDiffusionModel.Load(file))
+            AssertSameWeights(model, byFile);
+        using (var byFolder = StableDiffusionModel.Load(dir.Path))
+        {
+            AssertSameWeights(model, byFolder);
+            Assert.Equal(model.Tokenizer.Encode("ohwx man"), byFolder.Tokenizer.Encode("ohwx man"));
+        }
+        // explicit options win over the sidecar
+        using (var explicitOptions = StableDiffusionModel.Load(file, TinyOptions)) AssertSameWeights(model, explicitOptions);
+
+        // a folder with two checkpoint files beside config/ is ambiguous: the error names both
+        File.Copy(file, Path.Combine(dir.Path, "tiny-2.safetensors"));
+        var e2 = Assert.Throws<DreamBoothException>(() => StableDiffusionModel.Load(dir.Path));
+        Assert.Contains("tiny-2.safetensors", e2.Message);
+        Assert.Contains("tiny.safetensors", e2.Message);
+    }
+
     /// <summary>
     /// Every tensor of a full-size SD 1.5 (built from our modules: 686 UNet + 248 VAE + 196 text-encoder tensors)
     /// maps to the single-file layout and back with no key missing, extra or duplicated, shapes preserved. The saved
@@ -299,8 +332,15 @@ public class StableDiffusionModelTests
         using var single = StableDiffusionModel.Load("owner/tiny", TinyOptions with { Hub = client, FileName = "tiny.safetensors" });
         AssertSameWeights(model, single, ScalarType.Float16);
 
-        // single file without a tokenizer path and the Hub tokenizer repo unavailable: a clear error
-        var e = Assert.Throws<DreamBoothException>(() => StableDiffusionModel.Load("owner/tiny", TinyOptions with { Hub = client, FileName = "tiny.safetensors", Tokenizer = null, TokenizerPath = null }));
+        // the snapshot holds tokenizer/ beside the single file: it is used when no tokenizer is given
+        using (var sidecar = StableDiffusionModel.Load("owner/tiny", TinyOptions with { Hub = client, FileName = "tiny.safetensors", Tokenizer = null }))
+            Assert.Equal(model.Tokenizer.Encode("a photo of a cat"), sidecar.Tokenizer.Encode("a photo of a cat"));
+
+        // a repo with only the single file, no tokenizer path and the Hub tokenizer repo unavailable: a clear error
+        using var bare = new FakeHub();
+        bare.Files["tiny.safetensors"] = File.ReadAllBytes(dir.File("tiny.safetensors"));
+        using var bareClient = new HubClient(bare.Endpoint, null, dir.File("cache-bare"), offline: false);
+        var e = Assert.Throws<DreamBoothException>(() => StableDiffusionModel.Load("owner/bare", TinyOptions with { Hub = bareClient, FileName = "tiny.safetensors", Tokenizer = null, TokenizerPath = null }));
         Assert.Contains("--tokenizer", e.Message);
         Assert.Contains("openai/clip-vit-large-patch14", e.Message);
     }

@@ -103,7 +103,10 @@ public class ConfigureNotebookTests
         // saved config reloads; A1111 import lists mapped and ignored keys
         var saved = Path.Combine(tmp.Path, "02-configure", "training-config.json");
         Assert.True(File.Exists(saved));
-        Assert.Equal(30, DreamBooth.Training.TrainingConfig.Load(saved).Epochs);
+        var savedConfig = DreamBooth.Training.TrainingConfig.Load(saved);
+        var toyDemo = new DreamBooth.Toy.ToyDemoOptions { OutputDir = tmp.Path };
+        Assert.Equal((toyDemo.Epochs, toyDemo.LearningRate, toyDemo.MixedPrecision, toyDemo.Size),
+            (savedConfig.Epochs, savedConfig.LearningRate, savedConfig.MixedPrecision, savedConfig.MaxResolution));
         Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("reloads equal: True"));
         // the toy's real class images, rendered by its world: 10 per instance image of the sample subject
         int subject = DreamBooth.Training.TrainingConfig.ImageFiles(Path.Combine(TestPaths.RepoRoot, "data-samples", "toy", "subject")).Count();

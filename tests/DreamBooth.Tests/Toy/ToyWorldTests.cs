@@ -57,7 +57,8 @@ public class ToyWorldTests
             if (s.Gender == ToyGender.Man)
             {
                 Assert.Contains(s.ShirtColor, ToyWorld.MenShirtColors);
-                Assert.NotEqual("yellow", s.ShirtPattern == ToyPattern.Striped ? s.StripeColor : "");
+                Assert.NotEqual(ToyWorld.SignatureColor, s.ShirtColor);
+                Assert.NotEqual(ToyWorld.SignatureHairColor, s.HairColor);
             }
         }
         Assert.Equal("a man with short black hair and a striped red shirt on a beach, standing on the left",
@@ -66,12 +67,13 @@ public class ToyWorldTests
     }
 
     [Fact]
-    public void The_subject_is_an_ohwx_man_in_purple_with_yellow_stripes_at_several_poses_and_backgrounds()
+    public void The_subject_is_a_ginger_ohwx_man_in_plain_purple_at_several_poses_and_backgrounds()
     {
         var subject = ToyWorld.SubjectInstances;
         Assert.InRange(subject.Count, 6, 8);
         Assert.All(subject, s => Assert.StartsWith("ohwx man ", ToyWorld.Caption(s)));
-        Assert.All(subject, s => Assert.Equal((ToyWorld.SignatureColor, "yellow"), (s.ShirtColor, s.StripeColor)));
+        Assert.All(subject, s => Assert.Equal((ToyWorld.SignatureColor, ToyPattern.Plain, ToyWorld.SignatureHairColor, ToyGender.Man),
+            (s.ShirtColor, s.ShirtPattern, s.HairColor, s.Gender)));
         Assert.True(subject.Select(s => s.Background).Distinct().Count() >= 4);
         Assert.Equal(3, subject.Select(s => s.Position).Distinct().Count());
         Assert.Contains(subject, s => s.IsCloseUp);
