@@ -37,12 +37,12 @@ public static class Notebook
     }
 
     /// <summary>
-    /// Loads a base model named by a config: the embedded toy model's folder (<c>toy-sd.safetensors</c> with its
-    /// <c>config/</c> and <c>tokenizer/</c>) through <see cref="DreamBooth.Toy.ToyAssets"/>, anything else (single file,
-    /// diffusers folder, Hub repo id) through <see cref="DreamBooth.Checkpoints.StableDiffusionModel.Load"/>.
+    /// Loads a base model named by a config: single file (with its <c>config/</c> + <c>tokenizer/</c> sidecar, as the
+    /// embedded toy model's folder has), diffusers folder or Hub repo id, through
+    /// <see cref="DreamBooth.Checkpoints.StableDiffusionModel.Load"/>.
     /// </summary>
     public static DreamBooth.Checkpoints.StableDiffusionModel LoadModel(string pathOrRepoId) =>
-        IsToyFolder(pathOrRepoId) ? DreamBooth.Toy.ToyAssets.LoadModel(pathOrRepoId) : DreamBooth.Checkpoints.StableDiffusionModel.Load(pathOrRepoId);
+        DreamBooth.Checkpoints.StableDiffusionModel.Load(pathOrRepoId);
 
     /// <summary>
     /// How to load single-file saves of a run whose base model is <paramref name="baseModel"/> (single files carry no

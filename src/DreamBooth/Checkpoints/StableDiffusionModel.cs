@@ -174,12 +174,15 @@ public sealed class StableDiffusionModel : IDisposable
     /// </summary>
     public const string ConfigFolder = "config", TokenizerFolder = "tokenizer";
 
-    static ModelLoadOptions WithSidecar(string checkpoint, ModelLoadOptions options, out string? schedulerJson)
+    /// <summary>
+    /// <paramref name="options"/> (default: none) with what they leave unset filled from the sidecar in
+    /// <paramref name="dir"/>: <c>config/{text_encoder,unet,vae}.json</c> and <c>tokenizer/</c>. Parts the folder
+    /// lacks stay unset.
+    /// </summary>
+    public static ModelLoadOptions SidecarOptions(string dir, ModelLoadOptions? options = null)
     {
-        var dir = Path.GetDirectoryName(checkpoint)!;
-        var config = Path.Combine(dir, ConfigFolder);
-        string? Json(string name) => File.Exists(Path.Combine(config, name)) ? Path.Combine(config, name) : null;
-        schedulerJson = Json("scheduler_config.json") is { } sched ? File.ReadAllText(sched) : null;
+        options ??= new ModelLoadOptions();
+        string? Json(string name) => SidecarFile(dir, name);
         var tokenizerDir = Path.Combine(dir, TokenizerFolder);
         return options with
         {
@@ -189,6 +192,12 @@ public sealed class StableDiffusionModel : IDisposable
             TokenizerPath = options.Tokenizer is null && options.TokenizerPath is null && File.Exists(Path.Combine(tokenizerDir, "vocab.json"))
                 ? tokenizerDir : options.TokenizerPath,
         };
+    }
+
+    static string? SidecarFile(string dir, string name)
+    {
+        var path = Path.Combine(dir, ConfigFolder, name);
+        return File.Exists(path) ? path : null;
     }
 
     /// <summary>
@@ -214,7 +223,9 @@ public sealed class StableDiffusionModel : IDisposable
 
     static StableDiffusionModel LoadSingleFile(string path, ModelLoadOptions options, HubClient? hub = null)
     {
-        options = WithSidecar(path, options, out var schedulerJson);
+        var sidecarDir = Path.GetDirectoryName(path)!;
+        options = SidecarOptions(sidecarDir, options);
+        var schedulerJson = SidecarFile(sidecarDir, "scheduler_config.json") is { } sched ? File.ReadAllText(sched) : null;
         using var file = TensorFile.Open(path);
         var unetConfig = options.UNetConfig ?? UNet2DConditionConfig.StableDiffusion15;
         SingleFileCheckpoint.CheckArchitecture(file, unetConfig);

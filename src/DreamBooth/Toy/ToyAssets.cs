@@ -59,14 +59,10 @@ public static class ToyAssets
     public static ModelLoadOptions LoadOptions(string? modelDir = null)
     {
         var dir = modelDir ?? ModelDirectory;
-        var config = Path.Combine(dir, "config");
-        return new ModelLoadOptions
-        {
-            Tokenizer = ClipTokenizer.FromDirectory(Path.Combine(dir, "tokenizer")),
-            TextEncoderConfig = CLIPTextConfig.Load(Path.Combine(config, "text_encoder.json")),
-            UNetConfig = UNet2DConditionConfig.Load(Path.Combine(config, "unet.json")),
-            VaeConfig = AutoencoderKLConfig.Load(Path.Combine(config, "vae.json")),
-        };
+        var options = StableDiffusionModel.SidecarOptions(dir);
+        if (options.TextEncoderConfig is null || options.UNetConfig is null || options.VaeConfig is null || options.TokenizerPath is null)
+            throw new DreamBoothException($"{dir}: a toy model folder needs {StableDiffusionModel.ConfigFolder}/text_encoder.json, unet.json, vae.json and {StableDiffusionModel.TokenizerFolder}/vocab.json beside {CheckpointFileName}");
+        return options;
     }
 
     /// <summary>Loads the pretrained toy model (default: the embedded one in data-samples/toy/model).</summary>

@@ -127,11 +127,8 @@ public static class ToyDemo
 
     public static async Task<ToyDemoResult> RunAsync(ToyDemoOptions options, IProgress<string>? log = null, CancellationToken ct = default)
     {
-        if (options.Threads is < 1) throw new DreamBoothException($"toy demo: threads {options.Threads}: expected at least 1");
-        int threadsBefore = TorchSharp.torch.get_num_threads();
-        if (options.Threads is { } n) TorchSharp.torch.set_num_threads(n);
-        try { return await RunCoreAsync(options, log, ct); }
-        finally { if (options.Threads is not null) TorchSharp.torch.set_num_threads(threadsBefore); }
+        using var threads = Runtime.TorchThreads.Use(options.Threads);
+        return await RunCoreAsync(options, log, ct);
     }
 
     static async Task<ToyDemoResult> RunCoreAsync(ToyDemoOptions options, IProgress<string>? log, CancellationToken ct)

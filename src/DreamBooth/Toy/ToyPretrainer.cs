@@ -111,10 +111,8 @@ public sealed class ToyPretrainer
 
     public ToyPretrainResult Run(string outputDir, IProgress<ToyPretrainProgress>? progress = null, CancellationToken ct = default)
     {
-        int threadsBefore = get_num_threads();
-        if (_o.Threads is { } n) set_num_threads(n);
-        try { return RunCore(outputDir, progress, ct); }
-        finally { if (_o.Threads is not null) set_num_threads(threadsBefore); }
+        using var threads = Runtime.TorchThreads.Use(_o.Threads);
+        return RunCore(outputDir, progress, ct);
     }
 
     ToyPretrainResult RunCore(string outputDir, IProgress<ToyPretrainProgress>? progress, CancellationToken ct)
