@@ -12,7 +12,7 @@ namespace DreamBooth.Tests.Checkpoints;
 /// <summary>A tiny stand-in for the Hub on loopback: repo info, resolve with ETag / X-Repo-Commit, Range, LFS-style CDN redirect.</summary>
 sealed class FakeHub : IDisposable
 {
-    readonly HttpListener _listener = new();
+    readonly HttpListener _listener;
     readonly Task _loop;
     public string Endpoint { get; }
     public const string Commit = "0123456789abcdef0123456789abcdef01234567";
@@ -25,14 +25,42 @@ sealed class FakeHub : IDisposable
 
     public FakeHub()
     {
+        (_listener, Endpoint) = StartOnFreePort();
+        _loop = Task.Run(Loop);
+    }
+
+    /// <summary>
+    /// HttpListener cannot bind port 0, so a free port is asked of the OS and then bound; another process (a
+    /// parallel test run) may take it in between, so a bind that fails is retried on a new port.
+    /// </summary>
+    internal static (HttpListener Listener, string Endpoint) StartOnFreePort(Func<int>? pickPort = null, int attempts = 20)
+    {
+        pickPort ??= FreePort;
+        for (int i = 1; ; i++)
+        {
+            int port = pickPort();
+            var endpoint = $"http://127.0.0.1:{port}";
+            var listener = new HttpListener();
+            listener.Prefixes.Add(endpoint + "/");
+            try
+            {
+                listener.Start();
+                return (listener, endpoint);
+            }
+            catch (HttpListenerException) when (i < attempts)
+            {
+                listener.Close();
+            }
+        }
+    }
+
+    internal static int FreePort()
+    {
         var probe = new TcpListener(IPAddress.Loopback, 0);
         probe.Start();
         int port = ((IPEndPoint)probe.LocalEndpoint).Port;
         probe.Stop();
-        Endpoint = $"http://127.0.0.1:{port}";
-        _listener.Prefixes.Add(Endpoint + "/");
-        _listener.Start();
-        _loop = Task.Run(Loop);
+        return port;
     }
 
     static string Sha(byte[] b) => Convert.ToHexStringLower(SHA256.HashData(b));
@@ -132,6 +160,22 @@ sealed class FakeHub : IDisposable
 public class HubClientTests
 {
     static byte[] Payload(int n, int seed) { var b = new byte[n]; new Random(seed).NextBytes(b); return b; }
+
+    [Fact]
+    public void The_fake_hub_takes_another_port_when_the_one_it_picked_is_taken_meanwhile()
+    {
+        // the race a parallel test run hits: the port probed free is bound by someone else before the listener starts
+        var (taken, takenEndpoint) = FakeHub.StartOnFreePort();
+        using var _ = taken;
+        int takenPort = new Uri(takenEndpoint).Port, calls = 0;
+        var (listener, endpoint) = FakeHub.StartOnFreePort(() => ++calls == 1 ? takenPort : FakeHub.FreePort());
+        using (listener)
+        {
+            Assert.Equal(2, calls);
+            Assert.NotEqual(takenPort, new Uri(endpoint).Port);
+            Assert.True(listener.IsListening);
+        }
+    }
 
     [Fact]
     public async Task Downloads_into_the_huggingface_cache_layout_and_reuses_it()

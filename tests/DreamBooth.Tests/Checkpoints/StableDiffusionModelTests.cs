@@ -13,7 +13,7 @@ namespace DreamBooth.Tests.Checkpoints;
 public class StableDiffusionModelTests
 {
     static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(BpeGz));
-    static string BpeGz => Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz");
+    static string BpeGz => TestPaths.ClipBpeGz;
 
     static ModelLoadOptions TinyOptions => new()
     {
@@ -359,7 +359,7 @@ public class FullSizeCheckpointBench
         if (string.IsNullOrEmpty(dir)) return; // opt-in only
         var dtype = Environment.GetEnvironmentVariable("DREAMBOOTH_BENCH_DTYPE") == "fp32" ? ScalarType.Float32 : ScalarType.Float16;
         using var model = StableDiffusionModel.CreateRandom(CLIPTextConfig.StableDiffusion15, UNet2DConditionConfig.StableDiffusion15,
-            AutoencoderKLConfig.StableDiffusion15, ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz")), 1);
+            AutoencoderKLConfig.StableDiffusion15, ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz), 1);
         var path = Path.Combine(dir, $"sd15-random-{(dtype == ScalarType.Float32 ? "fp32" : "fp16")}.safetensors");
         model.SaveSingleFile(path, dtype);
         using var f = SafeTensors.Open(path);

@@ -6,7 +6,7 @@ namespace DreamBooth.Tests.Cli;
 
 public class TokenizeCommandTests
 {
-    static string BpeGz => Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz");
+    static string BpeGz => TestPaths.ClipBpeGz;
 
     static int[] Parse(string line) => System.Text.Json.JsonSerializer.Deserialize<int[]>(line)!;
 

@@ -21,7 +21,7 @@ public class XYPlotEndToEndTests(Xunit.Abstractions.ITestOutputHelper output)
     static TempDir TinyRun(params int[] epochs)
     {
         var dir = TestPaths.NewTempDir("xyplot-e2e");
-        var tokenizer = ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        var tokenizer = ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz);
         foreach (var e in epochs)
         {
             using var model = StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, tokenizer, seed: 100 + e);

@@ -3,25 +3,20 @@ using DreamBooth.Runtime;
 
 namespace DreamBooth.Tests.Infrastructure;
 
-/// <summary>Locations tests read from: the repository root, data-samples/, and ../shared/data beside the checkout.</summary>
+/// <summary>Locations tests read from: the repository root, data-samples/ and tests/fixtures/ — only what the repository holds.</summary>
 public static class TestPaths
 {
     public static string RepoRoot { get; } = FindRepoRoot();
 
     public static string DataSamples => Path.Combine(RepoRoot, "data-samples");
 
-    /// <summary>../shared/data beside the checkout (CI puts shared/ there), or $DREAMBOOTH_SHARED_DATA.</summary>
-    public static string SharedData
-    {
-        get
-        {
-            var env = Environment.GetEnvironmentVariable("DREAMBOOTH_SHARED_DATA");
-            if (!string.IsNullOrEmpty(env)) return env;
-            return Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "data"));
-        }
-    }
+    public static string Fixtures => Path.Combine(RepoRoot, "tests", "fixtures");
 
-    public static string SharedPhoto(string name) => Path.Combine(SharedData, "photos", name);
+    /// <summary>CLIP's own BPE vocabulary (OpenAI, MIT: tests/fixtures/clip/LICENSE).</summary>
+    public static string ClipBpeGz => Path.Combine(Fixtures, "clip", "bpe_simple_vocab_16e6.txt.gz");
+
+    /// <summary>A sample photo of data-samples/photos (provenance in its README).</summary>
+    public static string Photo(string name) => Path.Combine(DataSamples, "photos", name);
 
     /// <summary>A fresh empty folder under the system temp dir, removed when disposed.</summary>
     public static TempDir NewTempDir([CallerMemberName] string? name = null) => new(name ?? "test");

@@ -122,7 +122,7 @@ public class TrainNotebookTests
     /// <summary>A tiny random diffusers model, two instance and two class images, a 6-epoch config saving every 2 epochs.</summary>
     static string TinySetup(string root)
     {
-        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz);
         var modelDir = Path.Combine(root, "model");
         using (var model = DreamBooth.Checkpoints.StableDiffusionModel.CreateRandom(DreamBooth.Models.Clip.CLIPTextConfig.Tiny,
                    DreamBooth.Models.UNet.UNet2DConditionConfig.Tiny, DreamBooth.Models.Vae.AutoencoderKLConfig.Tiny, tokenizer, seed: 3))
@@ -187,7 +187,7 @@ public class XYPlotNotebookTests
     public async Task XY_plot_notebook_renders_a_labelled_checkpoint_by_prompt_grid_saves_it_and_names_the_chosen_file()
     {
         using var tmp = TestPaths.NewTempDir();
-        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        var tokenizer = DreamBooth.Text.ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz);
         var baseDir = Path.Combine(tmp.Path, "model");
         var runDir = Directory.CreateDirectory(Path.Combine(tmp.Path, "run")).FullName;
         foreach (var (seed, file) in new[] { (3L, ""), (12L, "tiny_0002.safetensors"), (14L, "tiny_0004.safetensors"), (15L, "tiny_0004_s000009.safetensors") })

@@ -15,7 +15,7 @@ static class TinyPipeline
     static ClipTokenizer? _tokenizer;
 
     public static ClipTokenizer Tokenizer =>
-        _tokenizer ??= ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz"));
+        _tokenizer ??= ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz);
 
     /// <summary>Same weights for the same <paramref name="weightSeed"/>.</summary>
     public static Txt2ImgPipeline Create(long weightSeed = 1234, PipelineOptions? options = null)

@@ -76,14 +76,14 @@ public class HostileDatasetTests(DetectorFixture fx) : IClassFixture<DetectorFix
         string raw = tmp.File("raw");
         Directory.CreateDirectory(raw);
         foreach (var good in new[] { "astronaut.png", "camera.png", "rocket.jpg" })
-            File.Copy(TestPaths.SharedPhoto(good), Path.Combine(raw, good));
-        File.Copy(TestPaths.SharedPhoto("truncated.jpg"), Path.Combine(raw, "truncated.jpg"));
+            File.Copy(TestPaths.Photo(good), Path.Combine(raw, good));
+        File.Copy(TestPaths.Photo("truncated.jpg"), Path.Combine(raw, "truncated.jpg"));
         File.WriteAllBytes(Path.Combine(raw, "zero.jpg"), []);
         MakeFifo(Path.Combine(raw, "stuck.jpg"));
         File.CreateSymbolicLink(Path.Combine(raw, "endless.png"), "/dev/zero");
         File.CreateSymbolicLink(Path.Combine(raw, "broken.jpg"), Path.Combine(raw, "gone.jpg"));
         Directory.CreateDirectory(Path.Combine(raw, "album.jpg"));
-        File.Copy(TestPaths.SharedPhoto("coffee.png"), Path.Combine(raw, "album.jpg", "inner.png"));
+        File.Copy(TestPaths.Photo("coffee.png"), Path.Combine(raw, "album.jpg", "inner.png"));
         File.WriteAllBytes(Path.Combine(raw, "bomb.png"), PngBomb());
         var before = HashRegular(raw);
         var listing = Directory.EnumerateFileSystemEntries(raw, "*", SearchOption.AllDirectories).Order().ToList();

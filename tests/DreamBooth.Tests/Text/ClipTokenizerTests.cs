@@ -7,7 +7,7 @@ namespace DreamBooth.Tests.Text;
 public class ClipTokenizerTests
 {
     static readonly Lazy<ClipTokenizer> Shared = new(() => ClipTokenizer.FromBpeGz(BpeGz));
-    internal static string BpeGz => Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz");
+    internal static string BpeGz => TestPaths.ClipBpeGz;
     internal static ClipTokenizer Tok => Shared.Value;
 
     // Ids justified from the vocabulary's construction: byte symbol i (printable bytes from '!' first) is id i,

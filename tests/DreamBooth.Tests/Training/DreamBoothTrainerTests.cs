@@ -15,7 +15,7 @@ namespace DreamBooth.Tests.Training;
 /// <summary>The loop on the tiny random model (CPU): every test runs a few steps of 64×64 images.</summary>
 public class DreamBoothTrainerTests
 {
-    static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(Path.Combine(TestPaths.SharedData, "clip", "bpe_simple_vocab_16e6.txt.gz")));
+    static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz));
 
     static readonly object TinyGate = new();
     static readonly Dictionary<long, Dictionary<string, Tensor>> TinyWeights = new();
