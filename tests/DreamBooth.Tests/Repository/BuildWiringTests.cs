@@ -34,6 +34,21 @@ public partial class BuildWiringTests
     }
 
     [Fact]
+    public void Notebook_library_links_the_build_output_instead_of_copying_1_7_GB()
+    {
+        // a hard link where the file system allows (artifacts/ and bin/ on one device): one inode, no second copy
+        var built = Path.Combine(TestPaths.RepoRoot, "src", "DreamBooth.Interactive", "bin", Configuration, "net10.0", "runtimes", "linux-x64", "native", "libtorch_cpu.so");
+        var lib = Path.Combine(TestPaths.RepoRoot, "artifacts", "notebook-lib", "runtimes", "linux-x64", "native", "libtorch_cpu.so");
+        Assert.True(File.Exists(built) && File.Exists(lib), $"{built} or {lib} missing");
+        var (code, output) = Run(TestPaths.RepoRoot, TimeSpan.FromMinutes(1), "stat", "-c", "%d %i", built, lib);
+        Assert.True(code == 0, output);
+        var ids = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var (device0, device1) = (ids[0].Split(' ')[0], ids[1].Split(' ')[0]);
+        if (device0 != device1) return; // on two file systems a copy is all there can be
+        Assert.Equal(ids[0], ids[1]);
+    }
+
+    [Fact]
     public void The_cli_carries_nothing_of_the_notebook_kernel()
     {
         // the build-order reference must not make the CLI load the notebook library or the kernel's packages
