@@ -78,7 +78,7 @@ public class SmallFaceTests(DetectorFixture fx) : IClassFixture<DetectorFixture>
         RectangleF pasted;
         using (var scene = Composites.Background("rocket.jpg", 4000, 3000))
         {
-            pasted = Composites.Paste(scene, Composites.CameraUpper, 60, 0.88f * 4000, 0.3f * 3000);
+            pasted = Composites.Paste(scene, Composites.AstronautUpper, 60, 0.24f * 4000, 0.24f * 3000);
             scene.SaveAsJpeg(Path.Combine(raw, "small-person.jpg"), new JpegEncoder { Quality = 90 });
         }
         var report = await DatasetPreparer.RunAsync(raw, tmp.File("out"), new PrepareOptions { MaxParallelism = 1 }, detector: fx.Detector);
