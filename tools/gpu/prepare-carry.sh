@@ -10,14 +10,14 @@
 # and checks that the working tree plus .gpu-carry/ stays within the 64 MiB the device tool sends.
 #
 #   tools/gpu/prepare-carry.sh --diffusers GIT_OR_DIR[@REF] --torchsharp GIT_OR_DIR[@REF] [--skip-publish] [--limit-mib 64]
-#   (--skip-publish keeps an existing app.tar.xz and repacks only the sources)
+#   (--skip-publish keeps an existing app.tar.xz and repacks only the sources; --xz-level 1 packs fast for a dry run)
 #
 # GIT_OR_DIR is a git repository (bare or not; REF a tag or commit, default HEAD) or a plain folder holding
 # src/diffusers (resp. src/Native). Nothing fetched is committed: .gpu-carry/ is ignored.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 carry="$root/.gpu-carry"
-limit_mib=64
+limit_mib=64 xz_level=9
 diffusers="" torchsharp="" skip_publish=0
 stage="${DREAMBOOTH_GPU_STAGE:-${TMPDIR:-/tmp}/dreambooth-gpu-stage}"
 while [ $# -gt 0 ]; do
@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     --torchsharp) torchsharp="$2"; shift 2 ;;
     --skip-publish) skip_publish=1; shift ;;
     --limit-mib) limit_mib="$2"; shift 2 ;;
+    --xz-level) xz_level="$2"; shift 2 ;;
     --stage) stage="$2"; shift 2 ;;
     *) echo "prepare-carry: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -52,7 +53,7 @@ pack_snapshot() { # spec subdir strip-prefix out.tar.xz
     echo "dir:$src" > "$tmp/.commit"
   fi
   [ -d "$tmp/$sub" ] || { log "$spec: $sub is empty at $ref"; exit 2; }
-  tar -C "$tmp/$strip" -cf - "${sub#"$strip"/}" | xz -9e -T2 > "$out.tmp" && mv "$out.tmp" "$out"
+  tar -C "$tmp/$strip" -cf - "${sub#"$strip"/}" | xz -"$xz_level" -T2 > "$out.tmp" && mv "$out.tmp" "$out"
   cat "$tmp/.commit"
   rm -rf "$tmp"
 }
@@ -117,7 +118,7 @@ PY
     || { log "the assembled app does not start with the carried runtime"; exit 1; }
   app_files=$(find "$stage/app" "$stage/dotnet" -type f | wc -l); app_mib=$(du -sm "$stage" | cut -f1)
   log "compressing $app_mib MiB (app + .NET $fx) ..."
-  tar -C "$stage" -cf - app dotnet | xz -9 -T2 > "$carry/app.tar.xz.tmp" && mv "$carry/app.tar.xz.tmp" "$carry/app.tar.xz"
+  tar -C "$stage" -cf - app dotnet | xz -"$xz_level" -T2 > "$carry/app.tar.xz.tmp" && mv "$carry/app.tar.xz.tmp" "$carry/app.tar.xz"
   echo "$fx" > "$carry/.dotnet-version"
   rm -rf "$stage"
 else

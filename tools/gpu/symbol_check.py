@@ -103,16 +103,39 @@ def check(libtorchsharp, libdir, libs=DEFAULT_LIBS, limit=200):
     }
 
 
+def exports(path):
+    """Names of the functions a library exports (nm -D --defined-only, type T)."""
+    return {name for kind, name, _ in nm(path, "--defined-only") if kind == "T"}
+
+
+def compare_exports(rebuilt, original):
+    """A rebuilt LibTorchSharp must export every function the package's exports (TorchSharp's P/Invoke targets)."""
+    for path, what in ((rebuilt, "--libtorchsharp"), (original, "--compare-exports")):
+        if not os.path.isfile(path):
+            raise BadInput(f"{what} {path}: no such file")
+    mine, theirs = exports(rebuilt), exports(original)
+    missing = sorted(theirs - mine)
+    return {"step": "export_check", "libtorchsharp": os.path.abspath(rebuilt), "reference": os.path.abspath(original),
+            "exports": len(mine), "reference_exports": len(theirs), "missing_count": len(missing), "missing": missing[:200],
+            "extra_count": len(mine - theirs), "ok": not missing}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--libtorchsharp", required=True, help="path of libLibTorchSharp.so")
-    p.add_argument("--libdir", required=True, help="torch lib/ folder (e.g. site-packages/torch/lib)")
+    p.add_argument("--libdir", help="torch lib/ folder (e.g. site-packages/torch/lib)")
+    p.add_argument("--compare-exports", metavar="PACKAGE_SO", help="instead: check that --libtorchsharp exports every function PACKAGE_SO exports")
     p.add_argument("--libs", default=",".join(DEFAULT_LIBS), help="comma-separated library names to search")
     p.add_argument("--limit", type=int, default=200, help="at most this many missing symbols listed")
     p.add_argument("--out", help="append the JSON line to this file too")
     a = p.parse_args(argv)
     try:
-        result = check(a.libtorchsharp, a.libdir, [x for x in a.libs.split(",") if x], a.limit)
+        if a.compare_exports:
+            result = compare_exports(a.libtorchsharp, a.compare_exports)
+        elif not a.libdir:
+            raise BadInput("--libdir is required (or --compare-exports)")
+        else:
+            result = check(a.libtorchsharp, a.libdir, [x for x in a.libs.split(",") if x], a.limit)
     except BadInput as e:
         print(f"symbol_check: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,8 @@ public sealed class DoctorCommand : ICliCommand
             w.WriteLine($"TorchSharp      {info.TorchSharpVersion}");
             w.WriteLine($"backend         {info.Backend.ToString().ToLowerInvariant()} (loaded)");
             w.WriteLine($"libtorch        {info.LibTorchDirectory}");
+            if (TorchRuntime.PythonTorchVersion(info.LibTorchDirectory) is { } pyTorch)
+                w.WriteLine($"  PyTorch       {pyTorch} (TorchSharp {info.TorchSharpVersion}'s LibTorchSharp was built against libtorch {TorchRuntime.BuiltAgainstLibTorch}{(pyTorch.StartsWith(TorchRuntime.BuiltAgainstLibTorch, StringComparison.Ordinal) ? "" : "; another version: see docs/backends.md, symbol check")})");
             w.WriteLine($"LibTorchSharp   {info.LibTorchSharpPath}");
             w.WriteLine($"  from          {info.LibTorchSharpSource}");
             w.WriteLine($"libstdc++ compat {(info.LibStdCxxCompatCopy ? $"in use (system libstdc++ lacks {LibStdCxxCompat.MissingVersion}; patched copy above)" : "not needed")}");

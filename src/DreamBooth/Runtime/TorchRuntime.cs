@@ -43,6 +43,8 @@ public static class TorchRuntime
     /// <summary>A user-supplied <c>libLibTorchSharp.so</c>, e.g. TorchSharp's native sources rebuilt against another libtorch.</summary>
     public const string LibTorchSharpEnv = "DREAMBOOTH_LIBTORCHSHARP";
     public const string PackageSource = "TorchSharp package";
+    /// <summary>The libtorch TorchSharp's package LibTorchSharp was built against (TorchSharp 0.107: libtorch-cpu 2.10.0).</summary>
+    public const string BuiltAgainstLibTorch = "2.10.0";
     /// <summary>An export every LibTorchSharp build has; a file without it is some other library.</summary>
     public const string ProbeExport = "THSTorch_manual_seed";
 
@@ -179,6 +181,24 @@ public static class TorchRuntime
             .FirstOrDefault(File.Exists)
             ?? throw new TorchLoadException($"libLibTorchSharp.so not found next to the application or in the NuGet cache (restore the TorchSharp package, or set {LibTorchSharpEnv})");
         return (found, PackageSource);
+    }
+
+    /// <summary>
+    /// The version of the Python torch whose lib/ folder is <paramref name="libTorchDirectory"/> (its ../version.py, as
+    /// pip installs it), or null when there is none (NuGet's libtorch, a plain libtorch download).
+    /// </summary>
+    public static string? PythonTorchVersion(string libTorchDirectory)
+    {
+        var file = Path.Combine(libTorchDirectory, "..", "version.py");
+        if (!File.Exists(file)) return null;
+        foreach (var line in File.ReadLines(file))
+        {
+            var t = line.Trim();
+            if (!t.StartsWith("__version__", StringComparison.Ordinal)) continue;
+            int a = t.IndexOfAny(['\'', '"']), b = t.LastIndexOfAny(['\'', '"']);
+            return a >= 0 && b > a ? t[(a + 1)..b] : null;
+        }
+        return null;
     }
 
     /// <summary>Null when <paramref name="path"/> is an ELF shared object for this process's architecture, else what it is instead.</summary>

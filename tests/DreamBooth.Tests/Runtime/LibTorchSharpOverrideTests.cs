@@ -39,11 +39,12 @@ public class LibTorchSharpOverrideTests
         return (p.ExitCode, @out.Result, err.Result);
     }
 
+    /// <summary>The child's variables: the LibTorchSharp override as given; the libtorch of this process unless one is given.</summary>
     static Dictionary<string, string?> Env(string? libTorchSharp, string? libTorch = null) => new()
     {
         [TorchRuntime.LibTorchSharpEnv] = libTorchSharp,
-        [TorchRuntime.LibTorchEnv] = libTorch,
-        [TorchRuntime.BackendEnv] = null,
+        [TorchRuntime.LibTorchEnv] = libTorch ?? Environment.GetEnvironmentVariable(TorchRuntime.LibTorchEnv),
+        [TorchRuntime.BackendEnv] = Environment.GetEnvironmentVariable(TorchRuntime.BackendEnv),
     };
 
     [Fact]
@@ -121,15 +122,24 @@ public class LibTorchSharpOverrideTests
     }
 
     [Fact]
-    public void An_existing_cpu_only_libtorch_folder_runs_on_the_cpu()
+    public void An_existing_cpu_only_libtorch_folder_runs_on_the_cpu_and_doctor_names_its_torch_version()
     {
-        // the NuGet libtorch-cpu folder stands in for a CPU-only PyTorch's lib/ (no libc10_cuda.so)
-        string libDir = TorchRuntime.Initialize().LibTorchDirectory;
-        Assert.False(File.Exists(Path.Combine(libDir, "libc10_cuda.so")));
-        var (code, stdout, stderr) = RunCli(Env(null, libDir), "doctor");
+        // a pip-like layout, torch/lib + torch/version.py, over the NuGet libtorch-cpu files (no libc10_cuda.so)
+        string nuget = TorchRuntime.Initialize().LibTorchDirectory;
+        Assert.False(File.Exists(Path.Combine(nuget, "libc10_cuda.so")));
+        using var dir = TestPaths.NewTempDir();
+        string lib = Path.Combine(dir.Path, "torch", "lib");
+        Directory.CreateDirectory(lib);
+        foreach (var f in Directory.GetFiles(nuget, "lib*.so*")) File.CreateSymbolicLink(Path.Combine(lib, Path.GetFileName(f)), f);
+        File.WriteAllText(Path.Combine(dir.Path, "torch", "version.py"), "__version__ = '2.11.0+cpu'\ngit_version = 'x'\n");
+        Assert.Equal("2.11.0+cpu", TorchRuntime.PythonTorchVersion(lib));
+        Assert.Null(TorchRuntime.PythonTorchVersion(nuget));
+
+        var (code, stdout, stderr) = RunCli(Env(null, lib), "doctor");
         Assert.True(code == 0, stderr);
         Assert.Contains("backend         external (loaded)", stdout);
-        Assert.Contains($"libtorch        {libDir}", stdout);
+        Assert.Contains($"libtorch        {lib}", stdout);
+        Assert.Contains($"  PyTorch       2.11.0+cpu (TorchSharp 0.107.0's LibTorchSharp was built against libtorch {TorchRuntime.BuiltAgainstLibTorch}; another version", stdout);
         Assert.Contains("CUDA            not available", stdout);
     }
 }
