@@ -28,7 +28,7 @@ jsonl="$out/visit.jsonl"
 : > "$jsonl"
 start=$(date +%s)
 carry="$root/.gpu-carry"
-run="$carry/run"                      # unpacked app, .NET, diffusers, TorchSharp sources (inside the repo: the tests find it)
+run="$root/.gpu-run"                   # unpacked app, .NET, diffusers, TorchSharp sources (inside the repo: the tests find it; ignored, never carried)
 work="${DREAMBOOTH_VISIT_WORK:-/tmp/dreambooth-visit}"   # big files (weights, outputs): never under $OUT
 mkdir -p "$work"
 py="${PYTHON:-python3}"
