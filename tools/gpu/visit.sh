@@ -52,7 +52,8 @@ step() {
   [ "$limit" -gt "$remaining" ] && limit=$remaining
   echo "visit: $name (limit ${limit}s, ${remaining}s left)" >&2
   local t0; t0=$(now)
-  timeout --kill-after=10 "$limit" "$@" > "$out/logs/$name.log" 2> "$out/logs/$name.err"
+  # through bash -c, so that the step may be one of the functions below (exported with export -f)
+  timeout --kill-after=10 "$limit" bash -c '"$@"' visit-step "$@" > "$out/logs/$name.log" 2> "$out/logs/$name.err"
   local rc=$?
   grep -E '^\{' "$out/logs/$name.log" >> "$jsonl"
   local tail_err; tail_err=$(tail -c 600 "$out/logs/$name.err" | tr -d '\000')
@@ -73,14 +74,23 @@ prepare() {
   unpack "$carry/app.tar.xz" "$run" && unpack "$carry/diffusers.tar.xz" "$run/py" && unpack "$carry/torchsharp-native.tar.xz" "$run/torchsharp" || return 1
   echo "{\"step\": \"carry\", \"manifest\": $(cat "$carry/manifest.json" 2>/dev/null || echo null)}" | tr -d '\n'; echo
 }
+export root carry run work py out dry
+export -f unpack prepare
 step unpack 120 30 prepare || { echo "visit: cannot unpack the carry; stopping" >&2; exit 1; }
 
 export DOTNET_ROOT="$run/dotnet" DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
 export PATH="$DOTNET_ROOT:$PATH" DREAMBOOTH_CACHE="$work/cache" PYTHONUNBUFFERED=1
-export PYTHONPATH="$run/py:$root/tools/gpu/reference${PYTHONPATH:+:$PYTHONPATH}"
+# the carried diffusers first on the GPU machine; in a dry run after the caller's PYTHONPATH (the carried diffusers
+# needs torch >= 2.6: a CPU machine with an older torch brings its own older diffusers, see setup-local-python.sh)
+if [ $dry = 1 ]; then
+  export PYTHONPATH="$root/tools/gpu/reference${PYTHONPATH:+:$PYTHONPATH}:$run/py"
+else
+  export PYTHONPATH="$run/py:$root/tools/gpu/reference${PYTHONPATH:+:$PYTHONPATH}"
+fi
 db() { dotnet "$run/app/dreambooth.dll" "$@"; }
 tests() { dotnet "$run/app/DreamBooth.Tests.dll" "$@"; }
 package_lts="$run/app/runtimes/linux-x64/native/libLibTorchSharp.so"
+export -f db tests
 
 if [ $dry = 1 ]; then
   if [ -z "${DREAMBOOTH_LIBTORCH:-}" ]; then
@@ -129,6 +139,7 @@ rec["tmp_free_gib"] = round(st.f_bavail * st.f_frsize / 2**30, 1)
 print(json.dumps(rec))
 PY
 }
+export -f environment
 step env 60 10 environment
 
 # 2. does TorchSharp 0.107's LibTorchSharp find its symbols in this libtorch? if not, rebuild it here and use that
@@ -149,6 +160,7 @@ doctor() {
   "$py" -c 'import json,sys; print(json.dumps({"step": "doctor", "rc": int(sys.argv[2]), "text": open(sys.argv[1]).read()}))' "$work/doctor.txt" $rc
   return $rc
 }
+export -f doctor
 step doctor 60 10 doctor
 
 # 4. one set of random SD1.5 weights for every comparison below (diffusers folder, fp32)
@@ -174,6 +186,8 @@ parity_fullsize() {
   db bench forward --device $dev --model "$work/sd" --inputs "$work/inputs.safetensors" --outputs "$work/ours.safetensors" --dtypes fp32,fp16,bf16 || return 1
   "$py" tools/gpu/reference/parity_fullsize.py compare --model "$work/sd" --inputs "$work/inputs.safetensors" --ours "$work/ours.safetensors" --device $dev --dtypes fp32,fp16,bf16
 }
+export dev
+export -f parity_fullsize
 step parity_fullsize 180 60 parity_fullsize
 
 # 8. the tiny-model tests through this libtorch (the test assembly runs itself: no SDK here)
@@ -188,6 +202,7 @@ parity_fixtures() {
   fi
   DREAMBOOTH_PARITY_DEVICE=$dev tests --filter "Tests.Parity."
 }
+export -f parity_fixtures
 step parity_fixtures 120 30 parity_fixtures
 
 # 10. class images at the recipe's size: 40 steps, CFG 7.5, batch 8

@@ -10,7 +10,7 @@ namespace DreamBooth.Tests.SelfHost;
 /// The test assembly's own entry point, so that a published copy runs its tests where there is no .NET SDK and so
 /// no `dotnet test` (the GPU machine of tools/gpu/visit.sh): it discovers and runs the xunit tests of this assembly
 /// through xunit's own execution engine, filtered by fully qualified name, and prints JSON lines (one per failed
-/// test, then a summary). `dotnet test` does not use this entry point (it runs through the test platform's host).
+/// test as it fails, then a summary; on SIGTERM, e.g. a timeout, the summary so far with <c>interrupted: true</c>). `dotnet test` does not use this entry point (it runs through the test platform's host).
 /// <code>DreamBooth.Tests [--filter A|B] [--exclude C|D] [--list] [--json FILE]</code>
 /// A test is selected when its "Namespace.Class.Method" contains one of the --filter parts (all, when none) and
 /// none of the --exclude parts. Exit status: 0 all passed, 1 a test failed, 2 bad arguments or no test selected.
@@ -86,19 +86,27 @@ public static class TestHostProgram
         }
 
         var clock = Stopwatch.StartNew();
-        using var executor = framework.GetExecutor(assembly.GetName());
-        executor.RunTests(selected, sink, new OptionBag());
-        sink.Finished.WaitOne();
-        foreach (var f in sink.Failures) Emit(new { step = "test_failed", name = f.Name, message = f.Message });
-        Emit(new
+        object Summary(bool interrupted) => new
         {
             step = "tests",
             selected = selected.Count,
             passed = sink.Passed, failed = sink.Failures.Count, skipped = sink.Skipped,
+            interrupted,
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 1),
             filter = options.Filters, exclude = options.Excludes,
             failures = sink.Failures.Select(f => f.Name).ToArray(),
+        };
+        // failures are printed as they happen; a SIGTERM (a step's timeout) still gets the counts so far
+        sink.OnFailure = f => Emit(new { step = "test_failed", name = f.Name, message = f.Message });
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, _ =>
+        {
+            lock (sink) Emit(Summary(interrupted: true));
         });
+        Emit(new { step = "tests_started", selected = selected.Count });
+        using var executor = framework.GetExecutor(assembly.GetName());
+        executor.RunTests(selected, sink, new OptionBag());
+        sink.Finished.WaitOne();
+        lock (sink) Emit(Summary(interrupted: false));
         return sink.Failures.Count > 0 || sink.Passed + sink.Skipped == 0 ? 1 : 0;
     }
 
@@ -111,6 +119,7 @@ public static class TestHostProgram
         public readonly List<(string Name, string Message)> Failures = [];
         public int Passed, Skipped;
         public readonly ManualResetEvent Finished = new(false);
+        public Action<(string Name, string Message)>? OnFailure;
 
         public bool OnMessage(IMessageSinkMessage message)
         {
@@ -123,8 +132,9 @@ public static class TestHostProgram
                     case ITestPassed: Passed++; break;
                     case ITestSkipped: Skipped++; break;
                     case ITestFailed f:
-                        Failures.Add(($"{Name(f.TestCase)} ({f.Test.DisplayName})",
-                            string.Join(" | ", f.Messages.Select(m => m.ReplaceLineEndings(" ")))));
+                        var failure = ($"{Name(f.TestCase)} ({f.Test.DisplayName})", string.Join(" | ", f.Messages.Select(m => m.ReplaceLineEndings(" "))));
+                        Failures.Add(failure);
+                        OnFailure?.Invoke(failure);
                         break;
                     case ITestAssemblyFinished: Finished.Set(); break;
                 }

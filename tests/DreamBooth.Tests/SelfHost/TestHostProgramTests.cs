@@ -48,11 +48,43 @@ public class TestHostProgramTests
     }
 
     [Fact]
+    public void A_terminated_run_still_prints_the_counts_so_far()
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "DreamBooth.Tests.dll"));
+        foreach (var a in new[] { "--filter", "DreamBooth.Tests." , "--exclude", "SelfHost" }) psi.ArgumentList.Add(a);
+        using var p = new Process { StartInfo = psi };
+        var output = new List<string>();
+        using var started = new ManualResetEventSlim();
+        p.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (output) output.Add(e.Data);
+            if (e.Data.Contains("\"tests_started\"", StringComparison.Ordinal)) started.Set();
+        };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        Assert.True(started.Wait(TimeSpan.FromMinutes(2)), "no tests_started line");
+        Thread.Sleep(TimeSpan.FromSeconds(3)); // tests running (the whole assembly takes minutes)
+        using (var kill = Process.Start("kill", ["-TERM", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "the test host did not stop on SIGTERM");
+        p.WaitForExit();
+        List<JsonElement> lines;
+        lock (output) lines = output.Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+        var summary = Assert.Single(lines, l => l.GetProperty("step").GetString() == "tests");
+        Assert.True(summary.GetProperty("interrupted").GetBoolean());
+        Assert.True(summary.GetProperty("selected").GetInt32() > 100);
+        Assert.True(summary.GetProperty("passed").GetInt32() < summary.GetProperty("selected").GetInt32());
+    }
+
+    [Fact]
     public void Passing_tests_give_exit_0_and_the_counts()
     {
         var (code, lines, err) = RunSelf(null, "--filter", "SelfHostProbe.|ModelConfigTests", "--exclude", "Nonexistent");
         Assert.True(code == 0, err);
-        var summary = Assert.Single(lines);
+        var summary = Assert.Single(lines, l => l.GetProperty("step").GetString() == "tests");
+        Assert.Equal(summary.GetProperty("selected").GetInt32(), Assert.Single(lines, l => l.GetProperty("step").GetString() == "tests_started").GetProperty("selected").GetInt32());
         int selected = summary.GetProperty("selected").GetInt32();
         Assert.True(selected > 1);
         Assert.Equal(selected, summary.GetProperty("passed").GetInt32());
