@@ -149,7 +149,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
             ["runs"] = runs.Count,
             ["model_mib"] = first["model_mib"],
         };
-        foreach (var (key, best) in new[] { ("load_seconds", "min"), ("gb_per_s", "max"), ("load_cpu_seconds", "min"), ("gb_per_cpu_s", "max"), ("peak_rss_mib", "min"), ("peak_over_model", "min"), ("cat_gb_per_s", "max") })
+        foreach (var (key, best) in new[] { ("load_seconds", "min"), ("gb_per_s", "max"), ("load_cpu_seconds", "min"), ("gb_per_cpu_s", "max"), ("runqueue_wait_seconds", "min"), ("peak_rss_mib", "min"), ("peak_over_model", "min"), ("cat_gb_per_s", "max") })
         {
             var v = Values(key);
             s[$"{key}_{best}"] = v.Length == 0 ? null : best == "min" ? v[0] : v[^1];
@@ -184,11 +184,13 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         long rssTorch = ProcessMemory.ResidentBytes() ?? 0;
         using var self = Process.GetCurrentProcess();
         var cpuBefore = self.TotalProcessorTime;
+        double? waitBefore = RunQueueWaitSeconds();
         var load = Stopwatch.StartNew();
         using var sd = StableDiffusionModel.Load(path, options);
         double seconds = load.Elapsed.TotalSeconds;
         self.Refresh();
         double cpuSeconds = (self.TotalProcessorTime - cpuBefore).TotalSeconds;
+        double? waited = RunQueueWaitSeconds() - waitBefore;
         long? peak = ProcessMemory.PeakResidentBytes();
         var parameters = sd.UNet.parameters().Concat(sd.TextEncoder.parameters()).Concat(sd.Vae.parameters()).ToList();
         long count = parameters.Sum(p => p.NumberOfElements);
@@ -205,6 +207,8 @@ public sealed class BenchLoadCommand : IBenchSubcommand
             // CPU time of the load (all threads): on a shared machine the wall clock mostly measures the neighbours
             load_cpu_seconds = BenchSupport.Round(cpuSeconds, 3),
             gb_per_cpu_s = cpuSeconds > 0 ? BenchSupport.Round(fileBytes / 1e9 / cpuSeconds, 2) : (double?)null,
+            // time this process's threads spent runnable but waiting for a CPU during the load (other processes' share)
+            runqueue_wait_seconds = waited is double ws ? BenchSupport.Round(ws, 3) : (double?)null,
             torch_init_seconds = BenchSupport.Round(torchSeconds, 3),
             model_mib = modelBytes >> 20,
             peak_rss_mib = peak is long p ? p >> 20 : (long?)null,
@@ -215,6 +219,29 @@ public sealed class BenchLoadCommand : IBenchSubcommand
             rss_at_start_mib = rssBefore >> 20,
             torch_threads = get_num_threads(),
         });
+    }
+
+    /// <summary>
+    /// Seconds this process's threads have spent runnable but not running (Linux schedstat, summed over threads), or
+    /// null where unknown: on a shared machine it says how much of a wall-clock figure was waiting for a CPU.
+    /// </summary>
+    static double? RunQueueWaitSeconds()
+    {
+        try
+        {
+            double total = 0;
+            foreach (var task in Directory.GetDirectories("/proc/self/task"))
+            {
+                try
+                {
+                    var fields = File.ReadAllText(Path.Combine(task, "schedstat")).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    if (fields.Length >= 2 && long.TryParse(fields[1], out long ns)) total += ns / 1e9;
+                }
+                catch (IOException) { } // the thread ended
+            }
+            return total;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     /// <summary>Seconds `cat FILE > /dev/null` takes (reads the file into the page cache; its rate is the floor for a load), or null without sh.</summary>
