@@ -11,9 +11,9 @@ using static TorchSharp.torch;
 namespace DreamBooth.Cli.Commands.Bench;
 
 /// <summary>
-/// `dreambooth bench load`: single-file checkpoint load time, read rate and peak RAM. Random SD1.5 weights are written
-/// as one .safetensors per stored dtype (one file on disk at a time: each is deleted before the next is written); each
-/// file is then loaded in a fresh child process (`bench load --child FILE`) per load dtype and run, so the peak
+/// `dreambooth bench load`: checkpoint load time, read rate and peak RAM. Random SD1.5 weights are written as one
+/// .safetensors (and/or a diffusers folder, `--layouts`) per stored dtype (one dtype on disk at a time: its files are
+/// deleted before the next are written); each is then loaded in a fresh child process (`bench load --child FILE`) per load dtype and run, so the peak
 /// resident memory (VmHWM) is that of one load alone. Before each load `cat FILE > /dev/null` is timed: it puts the
 /// file in the page cache and gives the floor a load's read rate is compared with.
 /// </summary>
@@ -23,6 +23,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
     {
         var tiny = new Option<bool>("--tiny") { Description = "Tiny configs of the same architectures instead of full-size SD1.5" };
         var dtypes = new Option<string>("--dtypes") { Description = "Stored float types to write and load", DefaultValueFactory = _ => "fp16,fp32" };
+        var layouts = new Option<string>("--layouts") { Description = "Layouts to write and load: single (an A1111 .safetensors), diffusers (a folder)", DefaultValueFactory = _ => "single" };
         var loadDtypes = new Option<string>("--load-dtypes") { Description = "Dtypes to load into: fp32, fp16, bf16, or 'stored' (the file's own)", DefaultValueFactory = _ => "fp32,stored" };
         var repeat = new Option<int>("--repeat") { Description = "Loads per file and load dtype, each in its own process (the file is in the page cache for all of them)", DefaultValueFactory = _ => 3 };
         var file = new Option<string?>("--file") { Description = "Load this existing checkpoint (single file, or a folder with config/ beside it) instead of writing random ones" };
@@ -31,7 +32,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         var child = new Option<string?>("--child") { Description = "(internal) load FILE in this process and print the measurement", Hidden = true };
         var childDtype = new Option<string?>("--child-dtype") { Description = "(internal) load dtype of --child", Hidden = true };
         var cmd = new Command("load", "Checkpoint load time, GB/s (beside `cat`'s) and peak RAM, each load in a fresh process (JSON lines)");
-        foreach (var o in new Option[] { tiny, dtypes, loadDtypes, repeat, file, dir, keep, child, childDtype }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { tiny, dtypes, layouts, loadDtypes, repeat, file, dir, keep, child, childDtype }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
@@ -54,6 +55,10 @@ public sealed class BenchLoadCommand : IBenchSubcommand
             }
             var stored = parse.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(n => BenchSupport.ParseDtype(n, "--dtypes")).ToList();
+            var layoutList = parse.GetValue(layouts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(l => l.ToLowerInvariant() is "single" or "diffusers" ? l.ToLowerInvariant() : throw new DreamBoothException($"--layouts: expected single and/or diffusers, got '{l}'"))
+                .Distinct().ToList();
+            if (layoutList.Count == 0) throw new DreamBoothException("--layouts: expected single and/or diffusers");
             bool keepFiles = parse.GetValue(keep);
             if (keepFiles && parse.GetValue(dir) is null) throw new DreamBoothException("--keep: name the folder to keep the files in with --dir");
             var folder = keepFiles ? Path.GetFullPath(parse.GetValue(dir)!)
@@ -64,16 +69,32 @@ public sealed class BenchLoadCommand : IBenchSubcommand
                 CliApp.Torch();
                 foreach (var type in stored)
                 {
-                    var path = Path.Combine(folder, $"random-{BenchSupport.DtypeName(type)}.safetensors");
-                    // the random model lives only while its file is written, so it does not crowd the children's page cache
+                    var name = BenchSupport.DtypeName(type);
+                    var paths = layoutList.Select(l => l == "single" ? Path.Combine(folder, $"random-{name}.safetensors") : Path.Combine(folder, $"random-{name}-diffusers")).ToList();
+                    // the random model lives only while its files are written, so it does not crowd the children's page cache
                     using (var sd = StableDiffusionModel.CreateRandom(
                         isTiny ? CLIPTextConfig.Tiny : CLIPTextConfig.StableDiffusion15,
                         isTiny ? UNet2DConditionConfig.Tiny : UNet2DConditionConfig.StableDiffusion15,
                         isTiny ? AutoencoderKLConfig.Tiny : AutoencoderKLConfig.StableDiffusion15,
                         BenchSupport.ByteTokenizer(), seed: 1))
-                        sd.SaveSingleFile(path, type);
-                    try { await RunCases(w, path, type, wanted, reps, isTiny, ct); }
-                    finally { if (!keepFiles) File.Delete(path); }
+                    {
+                        if (layoutList.Contains("single")) sd.SaveSingleFile(paths[layoutList.IndexOf("single")], type);
+                        if (layoutList.Contains("diffusers"))
+                        {
+                            sd.To(CPU, type); // diffusers folders store the modules' own dtype
+                            sd.SaveDiffusers(paths[layoutList.IndexOf("diffusers")]);
+                        }
+                    }
+                    try
+                    {
+                        foreach (var path in paths) await RunCases(w, path, type, wanted, reps, isTiny, ct);
+                    }
+                    finally
+                    {
+                        if (!keepFiles)
+                            foreach (var path in paths)
+                                if (Directory.Exists(path)) Directory.Delete(path, recursive: true); else File.Delete(path);
+                    }
                 }
             }
             finally
@@ -98,7 +119,14 @@ public sealed class BenchLoadCommand : IBenchSubcommand
     /// <summary>The float dtype most of a safetensors file's bytes are stored in (fp32 for anything else).</summary>
     static ScalarType StoredDtype(string path)
     {
-        if (Directory.Exists(path) || !path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return ScalarType.Float32;
+        if (Directory.Exists(path))
+        {
+            // a diffusers folder: what its UNet stores
+            var unet = Path.Combine(path, "unet");
+            var weights = Directory.Exists(unet) ? Directory.EnumerateFiles(unet, "*.safetensors").Order(StringComparer.Ordinal).FirstOrDefault() : null;
+            return weights is null ? ScalarType.Float32 : StoredDtype(weights);
+        }
+        if (!path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return ScalarType.Float32;
         using var f = SafeTensors.Open(path);
         return f.Tensors.Where(t => t.ScalarType is ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16)
             .GroupBy(t => t.ScalarType).OrderByDescending(g => g.Sum(t => t.ByteLength)).Select(g => g.Key).DefaultIfEmpty(ScalarType.Float32).First();
@@ -144,6 +172,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
             ["bench"] = "load",
             ["summary"] = true,
             ["file"] = first["file"],
+            ["layout"] = first["layout"],
             ["stored_dtype"] = first["stored_dtype"],
             ["loaded_dtype"] = first["loaded_dtype"],
             ["runs"] = runs.Count,
@@ -199,6 +228,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         return JsonSerializer.Serialize(new
         {
             file = Path.GetFileName(path),
+            layout = Directory.Exists(path) ? "diffusers" : "single",
             file_mib = fileBytes >> 20,
             parameters = count,
             loaded_dtype = BenchSupport.DtypeName(parameters[0].dtype),
