@@ -188,12 +188,15 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         return s;
     }
 
-    /// <summary>Bytes of the checkpoint: the file, or every weight file of a folder.</summary>
-    static long SourceBytes(string path) => File.Exists(path)
-        ? new FileInfo(path).Length
+    /// <summary>The checkpoint's weight files: the file itself, or every weight file of a folder.</summary>
+    static List<string> WeightFiles(string path) => File.Exists(path)
+        ? [path]
         : Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => f.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
-            .Sum(f => new FileInfo(f).Length);
+            .Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>Bytes of the checkpoint's weight files.</summary>
+    static long SourceBytes(string path) => WeightFiles(path).Sum(f => new FileInfo(f).Length);
 
     /// <summary>Loads one checkpoint in this process; the JSON measurement of this load.</summary>
     static string LoadHere(string path, bool tiny, ScalarType dtype)
@@ -274,12 +277,14 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
-    /// <summary>Seconds `cat FILE > /dev/null` takes (reads the file into the page cache; its rate is the floor for a load), or null without sh.</summary>
+    /// <summary>Seconds `cat FILES > /dev/null` takes (reads the weight files into the page cache; its rate is the floor for a load), or null without sh.</summary>
     static async Task<double?> CatSeconds(string path, CancellationToken ct)
     {
-        if (!File.Exists(path) || OperatingSystem.IsWindows()) return null;
+        var files = WeightFiles(path);
+        if (files.Count == 0 || OperatingSystem.IsWindows()) return null;
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardError = true };
-        foreach (var a in new[] { "-c", "cat \"$1\" > /dev/null", "sh", path }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "-c", "cat \"$@\" > /dev/null", "sh" }) psi.ArgumentList.Add(a);
+        foreach (var f in files) psi.ArgumentList.Add(f);
         try
         {
             var clock = Stopwatch.StartNew();
