@@ -176,12 +176,7 @@ public static class SafeTensors
 public sealed class SafeTensorsFile : IDisposable
 {
     /// <summary>Largest staging buffer used when <see cref="ReadInto(SafeTensorInfo, Tensor)"/> converts dtypes (per call).</summary>
-    public int StagingBytes
-    {
-        get => _stagingBytes;
-        init => _stagingBytes = value >= 8 ? value : throw new ArgumentOutOfRangeException(nameof(StagingBytes), "at least 8 bytes");
-    }
-    int _stagingBytes = DefaultStagingBytes;
+    public int StagingBytes { get; }
     public const int DefaultStagingBytes = 1 << 20;
 
     readonly SafeFileHandle _handle;
@@ -201,9 +196,9 @@ public sealed class SafeTensorsFile : IDisposable
     long _bytesRead;
 
     SafeTensorsFile(string path, SafeFileHandle handle, long fileLength, long headerLength,
-        List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
+        List<SafeTensorInfo> tensors, Dictionary<string, string> metadata, int stagingBytes)
     {
-        Path = path; _handle = handle; FileLength = fileLength; HeaderLength = headerLength;
+        Path = path; _handle = handle; FileLength = fileLength; HeaderLength = headerLength; StagingBytes = stagingBytes;
         Tensors = tensors;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         Metadata = metadata;
@@ -216,6 +211,7 @@ public sealed class SafeTensorsFile : IDisposable
 
     internal static SafeTensorsFile OpenFile(string path, int stagingBytes = DefaultStagingBytes)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(stagingBytes, 8);
         var full = System.IO.Path.GetFullPath(path);
         if (!File.Exists(full)) throw new DreamBoothException($"{full}: file not found");
         var real = SafeTensors.ResolveLinks(full);
@@ -243,7 +239,7 @@ public sealed class SafeTensorsFile : IDisposable
             var header = new byte[(int)n];
             ReadExactly(handle, full, header, 8);
             var (tensors, metadata) = ParseHeader(full, header, length - 8 - (long)n);
-            return new SafeTensorsFile(full, handle, length, (long)n, tensors, metadata) { StagingBytes = stagingBytes };
+            return new SafeTensorsFile(full, handle, length, (long)n, tensors, metadata, stagingBytes);
         }
         catch
         {

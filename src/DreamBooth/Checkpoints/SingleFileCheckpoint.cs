@@ -187,7 +187,7 @@ public static class StateDictLoader
     /// <summary>
     /// Checks every shape, then reads every tensor of <paramref name="plan"/> into new storage (floats in
     /// <paramref name="dtype"/>, null: the target's own dtype; other types as the target's) and gives it to its
-    /// module. On any error nothing is placed and everything read is freed.
+    /// module. When a read fails (a short file, a bad dtype), nothing is placed and everything read so far is freed.
     /// </summary>
     public static void Load(ITensorFile file, IReadOnlyList<Assignment> plan, ScalarType? dtype = null)
     {
@@ -196,7 +196,7 @@ public static class StateDictLoader
         try
         {
             int next = -1, workers = Math.Clamp(Environment.ProcessorCount, 1, MaxReadThreads);
-            var failed = new CancellationTokenSource();
+            using var failed = new CancellationTokenSource();
             void Work()
             {
                 int i;
