@@ -98,22 +98,58 @@ public class BenchCommandTests
     }
 
     [Fact]
-    public async Task Bench_load_measures_each_stored_dtype_in_a_child_process()
+    public async Task Bench_load_measures_each_stored_dtype_and_load_dtype_in_a_child_process()
     {
         var (code, stdout, err) = await CliTests.Run("bench", "load", "--tiny", "--repeat", "1");
         Assert.True(code == 0, err);
         var lines = Lines(stdout);
-        Assert.Equal(["fp16", "fp32"], lines.Select(l => l.GetProperty("stored_dtype").GetString()));
+        // fp32 and the file's own dtype: the fp32 file's two coincide, so three cases
+        Assert.Equal(["fp16/fp32", "fp16/fp16", "fp32/fp32"],
+            lines.Select(l => l.GetProperty("stored_dtype").GetString() + "/" + l.GetProperty("loaded_dtype").GetString()));
         foreach (var l in lines)
         {
             Assert.Equal("load", l.GetProperty("bench").GetString());
             Positive(l, "load_seconds");
             Positive(l, "peak_rss_mib");
+            Positive(l, "model_mib");
+            Assert.True(l.GetProperty("gb_per_s").GetDouble() >= 0);
             Assert.True(l.GetProperty("peak_rss_mib").GetInt64() >= l.GetProperty("rss_before_load_mib").GetInt64());
-            Assert.Equal("fp32", l.GetProperty("loaded_dtype").GetString());
+            Assert.True(l.GetProperty("peak_over_model").GetDouble() > 1);
+            Positive(l, "load_cpu_seconds");
+            if (OperatingSystem.IsLinux()) Assert.Equal(JsonValueKind.Number, l.GetProperty("cat_gb_per_s").ValueKind);
         }
-        // the fp16 file holds the same parameters in half the bytes of tensor data
-        Assert.Equal(lines[0].GetProperty("parameters").GetInt64(), lines[1].GetProperty("parameters").GetInt64());
+        // the same parameters whatever the file stores; the fp16 load is half the fp32 model
+        Assert.Single(lines.Select(l => l.GetProperty("parameters").GetInt64()).Distinct());
+        Assert.True(lines[1].GetProperty("model_mib").GetInt64() * 2 <= lines[0].GetProperty("model_mib").GetInt64() + 1);
+    }
+
+    [Fact]
+    public async Task Bench_load_reads_a_diffusers_folder_through_the_same_path()
+    {
+        var (code, stdout, err) = await CliTests.Run("bench", "load", "--tiny", "--repeat", "1", "--dtypes", "fp16", "--layouts", "single,diffusers", "--load-dtypes", "stored");
+        Assert.True(code == 0, err);
+        var lines = Lines(stdout);
+        Assert.Equal(["single", "diffusers"], lines.Select(l => l.GetProperty("layout").GetString()));
+        Assert.All(lines, l => Assert.Equal("fp16", l.GetProperty("loaded_dtype").GetString()));
+        // the same weights in both layouts (the folder has no position_ids and a few more bytes of headers)
+        Assert.Single(lines.Select(l => l.GetProperty("parameters").GetInt64()).Distinct());
+        Assert.Single(lines.Select(l => l.GetProperty("model_mib").GetInt64()).Distinct());
+        if (OperatingSystem.IsLinux()) Assert.All(lines, l => Assert.Equal(JsonValueKind.Number, l.GetProperty("cat_gb_per_s").ValueKind));
+    }
+
+    [Fact]
+    public async Task Bench_load_repeats_end_with_a_min_median_summary()
+    {
+        var (code, stdout, err) = await CliTests.Run("bench", "load", "--tiny", "--repeat", "2", "--dtypes", "fp16", "--load-dtypes", "stored");
+        Assert.True(code == 0, err);
+        var lines = Lines(stdout);
+        Assert.Equal(3, lines.Count);
+        var summary = lines[2];
+        Assert.True(summary.GetProperty("summary").GetBoolean());
+        Assert.Equal(2, summary.GetProperty("runs").GetInt32());
+        var seconds = lines.Take(2).Select(l => l.GetProperty("load_seconds").GetDouble()).ToList();
+        Assert.Equal(seconds.Min(), summary.GetProperty("load_seconds_min").GetDouble());
+        Assert.InRange(summary.GetProperty("load_seconds_median").GetDouble(), seconds.Average() - 0.001, seconds.Average() + 0.001); // of two runs: their mean
     }
 
     [Fact]
