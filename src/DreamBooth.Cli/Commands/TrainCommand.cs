@@ -17,7 +17,9 @@ public sealed class TrainCommand : ICliCommand
         var resume = new Option<DirectoryInfo?>("--resume") { Description = "Continue the run saved in this output folder (bitwise identical on CPU)" };
         var import = new Option<FileInfo?>("--import-a1111") { Description = "Convert an A1111 DreamBooth extension db_config.json into --config, report what is ignored, and exit" };
         var every = new Option<int>("--log-every") { Description = "Print a step line every N steps", DefaultValueFactory = _ => 10 };
-        var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable)");
+        var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable). " +
+            "Before step 1 it prints what the run will write (fp16 checkpoints, all kept; the newest training state; latent cache; class images) " +
+            "against the free disk space, and stops with exit 2 if it cannot fit; missing class images are generated at the photos' bucket size");
         cmd.Options.Add(config);
         cmd.Options.Add(resume);
         cmd.Options.Add(import);
