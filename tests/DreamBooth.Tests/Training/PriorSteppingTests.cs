@@ -83,8 +83,8 @@ public class PriorSteppingTests
         // Lion's update is the sign of momentum mixing, so a weight on class steps changes the weights from step 3 on
         using var dirA = TestPaths.NewTempDir();
         using var dirB = TestPaths.NewTempDir();
-        var a = DreamBoothTrainerTests.TinyConfig(dirA) with { Epochs = 1, PriorLossWeight = 1.0, LearningRate = 1e-3, UseEma = false };
-        var b = DreamBoothTrainerTests.TinyConfig(dirB) with { Epochs = 1, PriorLossWeight = 0.05, LearningRate = 1e-3, UseEma = false };
+        var a = DreamBoothTrainerTests.TinyConfig(dirA) with { Epochs = 1, PriorStepping = "alternate", PriorLossWeight = 1.0, LearningRate = 1e-3, UseEma = false };
+        var b = DreamBoothTrainerTests.TinyConfig(dirB) with { Epochs = 1, PriorStepping = "alternate", PriorLossWeight = 0.05, LearningRate = 1e-3, UseEma = false };
         var wa = Train(a);
         var wb = Train(b);
         Assert.Contains(wa.Keys, k => !wa[k].BitEqual(wb[k]));
