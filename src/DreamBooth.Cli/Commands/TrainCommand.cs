@@ -68,8 +68,10 @@ public sealed class TrainCommand : ICliCommand
         switch (e.Kind)
         {
             case TrainingEventKind.Step when e.Step % every == 0 || e.Step == e.TotalSteps:
-                w.WriteLine(string.Format(ci, "step {0}/{1} epoch {2} loss {3:F4} inst {4:F4} prior {5:F4} lr {6:G3}/{7:G3} gnorm {8:F3} {9:F2} img/s {10} MiB",
-                    e.Step, e.TotalSteps, e.Epoch + 1, e.Loss, e.InstanceLoss, e.PriorLoss, e.LrUnet, e.LrTextEncoder, e.GradNorm, e.ImagesPerSecond, e.MemoryBytes >> 20));
+                // with alternate prior stepping a step is an instance step or a class step: the other part prints as "-"
+                static string Part(double v) => double.IsNaN(v) ? "-" : v.ToString("F4", CultureInfo.InvariantCulture);
+                w.WriteLine(string.Format(ci, "step {0}/{1} epoch {2} loss {3:F4} inst {4} prior {5} lr {6:G3}/{7:G3} gnorm {8:F3} {9:F2} img/s {10} MiB",
+                    e.Step, e.TotalSteps, e.Epoch + 1, e.Loss, Part(e.InstanceLoss), Part(e.PriorLoss), e.LrUnet, e.LrTextEncoder, e.GradNorm, e.ImagesPerSecond, e.MemoryBytes >> 20));
                 break;
             case TrainingEventKind.Step:
                 break;

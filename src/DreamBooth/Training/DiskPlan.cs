@@ -126,7 +126,14 @@ public sealed record DiskPlan(IReadOnlyList<DiskPlanItem> Items, IReadOnlyDictio
 
     public bool Fits => PerVolume.All(v => v.Free is null || v.Needed <= v.Free);
 
-    public static string Gb(long bytes) => (bytes / 1e9).ToString(bytes < 10_000_000 ? "0.0000" : bytes < 1_000_000_000 ? "0.000" : "0.0", CultureInfo.InvariantCulture) + " GB";
+    /// <summary>A size as people read it: "2.13 GB", "596.5 MB", "48 KB", "512 B" (decimal units, as disks are sold).</summary>
+    public static string Gb(long bytes) => bytes switch
+    {
+        >= 1_000_000_000 => (bytes / 1e9).ToString("0.00", CultureInfo.InvariantCulture) + " GB",
+        >= 1_000_000 => (bytes / 1e6).ToString("0.0", CultureInfo.InvariantCulture) + " MB",
+        >= 1_000 => (bytes / 1e3).ToString("0", CultureInfo.InvariantCulture) + " KB",
+        _ => bytes.ToString(CultureInfo.InvariantCulture) + " B",
+    };
 
     /// <summary>Throws a one-line <see cref="DreamBoothException"/> naming the volume, the need and the free space when the run cannot fit.</summary>
     public void ThrowIfItDoesNotFit()
@@ -143,7 +150,7 @@ public sealed record DiskPlan(IReadOnlyList<DiskPlanItem> Items, IReadOnlyDictio
     {
         var sb = new StringBuilder(FromEpoch > 0 ? $"disk: what the run writes from epoch {FromEpoch} on\n" : "disk: what the run writes\n");
         foreach (var i in Items)
-            sb.Append(CultureInfo.InvariantCulture, $"  {i.What,-22} {i.Count,6} × {Gb(i.BytesEach),11} = {Gb(i.Bytes),11}   {i.How}\n");
+            sb.Append(CultureInfo.InvariantCulture, $"  {i.What,-22} {i.Count,6} × {Gb(i.BytesEach),10} = {Gb(i.Bytes),10}   {i.How}\n");
         foreach (var (volume, needed, free) in PerVolume)
         {
             string verdict = free is { } g ? needed <= g ? ": fits" : ": does NOT fit" : "";

@@ -100,7 +100,7 @@ public class ConfigureNotebookTests
         Assert.Contains("4500 steps", all);
         // and its disk arithmetic: 20 fp16 checkpoints of 2.13 GB, kept; 2 training states at most
         Assert.Contains("dreambooth-disk-plan", all);
-        Assert.Contains("42.7 GB", all);
+        Assert.Contains("42.65 GB", all);
         // LR charts (Plotly)
         Assert.True(html.Count(h => h.Contains("Plotly.newPlot") && h.Contains("learning rate")) >= 2);
         // saved config reloads; A1111 import lists mapped and ignored keys

@@ -168,7 +168,7 @@ public class DiskAndSaveTests(ITestOutputHelper output)
         Assert.False(plan.Fits);   // 20 × 2.13 + 2 × 11.3 + 0.6 ≈ 65.9 GB
         var e = Assert.Throws<DreamBoothException>(plan.ThrowIfItDoesNotFit);
         output.WriteLine(e.Message);
-        Assert.Matches(@"^output_dir: the run needs 65\.\d GB on /small but only 40\.0 GB is free \(checkpoints 42\.7 GB \+ training states 22\.6 GB \+ latent cache 0\.596 GB \+ logs 0\.0031 GB\)", e.Message);
+        Assert.Matches(@"^output_dir: the run needs 65\.\d\d GB on /small but only 40\.00 GB is free \(checkpoints 42\.65 GB \+ training states 22\.60 GB \+ latent cache 595\.\d MB \+ logs 3\.1 MB\)", e.Message);
         Assert.DoesNotContain('\n', e.Message);
         // a resume from epoch 150 only writes the 5 saves ahead
         var resume = DiskPlan.For(c, sd15, [need], fromEpoch: 150, freeSpace: _ => new VolumeSpace("/small", 40_000_000_000));
