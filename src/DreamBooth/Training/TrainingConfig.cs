@@ -56,7 +56,7 @@ public sealed record TrainingConfig
     public List<ConceptConfig> Concepts { get; init; } = [];
 
     // ---- intervals ----
-    /// <summary>Training steps per image: one epoch = every instance image once.</summary>
+    /// <summary>One epoch = every instance image once (with prior_stepping "alternate", each followed by a class-image step: 2 steps a photo).</summary>
     public int Epochs { get; init; } = 200;
     public int SaveEveryEpochs { get; init; } = 10;
     /// <summary>0 = no previews.</summary>
