@@ -179,6 +179,20 @@ public class BenchCommandTests
         Assert.Equal(6.64925184e9, FlopCount.ClipForwardMacs(CLIPTextConfig.StableDiffusion15), 1e3);
     }
 
+    [Fact]
+    public async Task Bench_grad_check_compares_a_read_per_tensor_with_one_read_on_the_same_gradients()
+    {
+        var (code, stdout, err) = await CliTests.Run("bench", "grad-check", "--tiny", "--device", "cpu", "--steps", "1");
+        Assert.True(code == 0, err);
+        var lines = Lines(stdout);
+        Assert.Equal(["per-tensor", "one-read"], lines.Select(l => l.GetProperty("way").GetString()));
+        long tensors = lines[0].GetProperty("tensors").GetInt64();
+        Assert.Equal(tensors + 2, lines[0].GetProperty("device_reads").GetInt64());   // a read per gradient + one per group norm
+        Assert.Equal(1, lines[1].GetProperty("device_reads").GetInt64());
+        Assert.Equal(lines[0].GetProperty("unet_grad_norm").GetDouble(), lines[1].GetProperty("unet_grad_norm").GetDouble(), 2);
+        foreach (var l in lines) Positive(l, "ms_per_check");
+    }
+
     [Theory]
     [InlineData(512, 512, false, 4.820)]
     [InlineData(512, 512, true, 4.899)]
