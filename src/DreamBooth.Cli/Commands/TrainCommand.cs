@@ -17,6 +17,7 @@ public sealed class TrainCommand : ICliCommand
         var resume = new Option<DirectoryInfo?>("--resume") { Description = "Continue the run saved in this output folder (bitwise identical on CPU)" };
         var import = new Option<FileInfo?>("--import-a1111") { Description = "Convert an A1111 DreamBooth extension db_config.json into --config, report what is ignored, and exit" };
         var every = new Option<int>("--log-every") { Description = "Print a step line every N steps", DefaultValueFactory = _ => 10 };
+        var memoryLog = new Option<FileInfo?>("--memory-log") { Description = "Append one JSON line per phase (load, setup, resume, first step, each step, each save) with the process's peak resident memory (and the GPU's peak used memory on CUDA) to this file; docs/memory.md" };
         var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable). " +
             "Before step 1 it prints what the run will write (fp16 checkpoints, all kept; the newest training state; latent cache; class images) " +
             "against the free disk space, and stops with exit 2 if it cannot fit; missing class images are generated at the photos' bucket size");
@@ -24,6 +25,7 @@ public sealed class TrainCommand : ICliCommand
         cmd.Options.Add(resume);
         cmd.Options.Add(import);
         cmd.Options.Add(every);
+        cmd.Options.Add(memoryLog);
         cmd.SetAction(async (parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
@@ -47,13 +49,20 @@ public sealed class TrainCommand : ICliCommand
             cfg.ThrowIfInvalid(source: configFile?.FullName ?? resumeDir!.FullName);
 
             CliApp.Torch();
+            using var memory = parse.GetValue(memoryLog) is { } logFile ? new PhaseMemoryLog(logFile.FullName, DreamBoothTrainer.ResolveDevice(cfg.Device)) : null;
             using var model = StableDiffusionModel.Load(cfg.PretrainedModel);
+            memory?.Mark(PhaseMemoryLog.Load);
             int n = Math.Max(1, parse.GetValue(every));
             var progress = new SyncProgress<TrainingEvent>(e => Print(w, e, n));
             // missing class images are generated here (library side), previews use Txt2ImgPreviewRenderer.For(cfg)
             using var trainer = await Task.Run(() => new DreamBoothTrainer(cfg, model, setupProgress: progress, setupCancellation: ct), CancellationToken.None);
-            if (resumeDir is not null) trainer.LoadState(resumeDir.FullName);
-            var result = await Task.Run(() => trainer.Run(progress, ct), CancellationToken.None);
+            memory?.Mark(PhaseMemoryLog.Setup);
+            if (resumeDir is not null)
+            {
+                trainer.LoadState(resumeDir.FullName);
+                memory?.Mark(PhaseMemoryLog.Resume);
+            }
+            var result = await Task.Run(() => trainer.Run(memory?.Wrap(progress) ?? progress, ct), CancellationToken.None);
             w.WriteLine(result.Cancelled
                 ? $"cancelled at step {result.Steps}; resume with: dreambooth train --resume {cfg.OutputDir}"
                 : $"done: {result.Steps} steps, {result.Epochs} epochs, {result.Saves.Count} save(s) in {cfg.OutputDir}");

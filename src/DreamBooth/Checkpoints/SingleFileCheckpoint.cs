@@ -102,6 +102,32 @@ public static class SingleFileCheckpoint
         StateDictLoader.EnsureMaterialized(vae, "VAE");
     }
 
+    /// <summary>
+    /// Every key of the A1111 single file that <see cref="ToLdmStateDict"/> writes for these configs, with its shape and
+    /// whether it holds floats (all but <c>position_ids</c>): the modules are built on the meta device (no memory, no
+    /// weights), so the full SD 1.5 list costs nothing. 1131 keys for SD 1.5.
+    /// </summary>
+    public static SortedDictionary<string, (long[] Shape, bool IsFloat)> LdmShapes(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae)
+    {
+        var map = new LdmKeyMap(LayoutOf(unet, vae));
+        var result = new SortedDictionary<string, (long[] Shape, bool IsFloat)>(StringComparer.Ordinal);
+        using (Models.Layers.OnMeta())
+        {
+            using var te = new CLIPTextModel(text);
+            using var u = new UNet2DConditionModel(unet);
+            using var v = new AutoencoderKL(vae);
+            foreach (var (component, module) in new (SdComponent, nn.Module)[] { (SdComponent.UNet, u), (SdComponent.Vae, v), (SdComponent.TextEncoder, te) })
+                foreach (var (k, t) in module.state_dict())
+                {
+                    var pair = map.ToLdm(component, k);
+                    long[] shape = pair.Reshape ? [.. t.shape, 1, 1] : t.shape;
+                    if (!result.TryAdd(pair.LdmKey, (shape, t.is_floating_point()))) throw new InvalidOperationException($"two tensors map to '{pair.LdmKey}'");
+                }
+        }
+        result[LdmKeyMap.TextPositionIds] = ([1, text.MaxPositionEmbeddings], false);
+        return result;
+    }
+
     /// <summary>The A1111 single-file state dict of three modules: LDM names, VAE attention as 1×1 convs, floats cast to <paramref name="dtype"/>.</summary>
     public static Dictionary<string, Tensor> ToLdmStateDict(CLIPTextModel textEncoder, UNet2DConditionModel unet, AutoencoderKL vae, ScalarType dtype)
     {

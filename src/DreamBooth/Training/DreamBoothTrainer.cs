@@ -589,20 +589,31 @@ public sealed class DreamBoothTrainer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes the training state from the live tensors (handles, not copies: writing an 11 GB state at full size adds no
+    /// second copy of the optimizer state and EMA to memory; a device tensor passes through the host one at a time).
+    /// </summary>
     void SaveState(string path)
     {
         var d = new Dictionary<string, Tensor>();
-        foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) d["unet/" + n] = t.detach();
-        foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) d["text_encoder/" + n] = t.detach();
-        foreach (var (k, t) in _optimizer.StateDict()) d["optimizer/" + k] = t;
-        if (_ema is not null) foreach (var (k, t) in _ema.StateDict()) d[k] = t;
-        d["meta/step"] = TensorStateFile.Scalar(_step);
-        d["meta/epoch"] = TensorStateFile.Scalar(_epoch);
-        d["meta/batch_in_epoch"] = TensorStateFile.Scalar(_batchInEpoch);
-        d["meta/te_frozen"] = TensorStateFile.Scalar(_teFrozen ? 1L : 0L);
-        d["meta/loss_scale"] = TensorStateFile.Scalar(_scaler.Scale);
-        d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_scaler.CleanSteps);
-        TensorStateFile.Save(path, d);
+        try
+        {
+            foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) d["unet/" + n] = t.detach();
+            foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) d["text_encoder/" + n] = t.detach();
+            foreach (var (k, t) in _optimizer.StateDict(copy: false)) d["optimizer/" + k] = t;
+            if (_ema is not null) foreach (var (k, t) in _ema.StateDict(copy: false)) d[k] = t;
+            d["meta/step"] = TensorStateFile.Scalar(_step);
+            d["meta/epoch"] = TensorStateFile.Scalar(_epoch);
+            d["meta/batch_in_epoch"] = TensorStateFile.Scalar(_batchInEpoch);
+            d["meta/te_frozen"] = TensorStateFile.Scalar(_teFrozen ? 1L : 0L);
+            d["meta/loss_scale"] = TensorStateFile.Scalar(_scaler.Scale);
+            d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_scaler.CleanSteps);
+            TensorStateFile.Save(path, d);
+        }
+        finally
+        {
+            foreach (var t in d.Values) t.Dispose();   // handles and the counters' scalars; the state itself lives on
+        }
     }
 
     /// <summary>Reads the run's config from <c>{outputDir}/training_state.json</c> (for <c>--resume</c>).</summary>
@@ -622,21 +633,25 @@ public sealed class DreamBoothTrainer : IDisposable
         if (!File.Exists(file)) throw new DreamBoothException($"{outputDir}: no {StateFileName} (nothing to resume)");
         var node = JsonNode.Parse(File.ReadAllText(file))!;
         string statePath = Path.Combine(outputDir, node["state"]!.GetValue<string>());
-        var d = TensorStateFile.Load(statePath);
+        // the fp32 masters and the EMA are read straight into place (no second copy of them in memory); the optimizer
+        // state and the counters come back as tensors
+        var targets = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) targets["unet/" + n] = t;
+        foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) targets["text_encoder/" + n] = t;
+        if (_ema is not null) foreach (var (k, t) in _ema.StateTargets) targets[k] = t;
+        var read = new HashSet<string>(StringComparer.Ordinal);
+        var d = TensorStateFile.Load(statePath, name => targets.TryGetValue(name, out var t) && read.Add(name) ? t : null);
         try
         {
-            using (torch.no_grad())
-            {
-                Restore(d, "unet/", _unetMasters, statePath);
-                Restore(d, "text_encoder/", _teMasters, statePath);
-            }
+            CheckRead(read, "unet/", _unetMasters, statePath);
+            CheckRead(read, "text_encoder/", _teMasters, statePath);
             _step = (int)d["meta/step"].item<long>();
             _epoch = (int)d["meta/epoch"].item<long>();
             _batchInEpoch = (int)d["meta/batch_in_epoch"].item<long>();
             _scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
             if (d["meta/te_frozen"].item<long>() == 1 && !_teFrozen) FreezeTextEncoder();
             _optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
-            _ema?.LoadStateDict(d);
+            _ema?.LoadStateDict(d, alreadyRead: read);
             _unetMasters.CopyMastersToModel();
             _teMasters.CopyMastersToModel();
             string checkpoint = Path.Combine(outputDir, node["checkpoint"]!.GetValue<string>());
@@ -648,14 +663,11 @@ public sealed class DreamBoothTrainer : IDisposable
         }
     }
 
-    static void Restore(Dictionary<string, Tensor> d, string prefix, MasterWeights m, string source)
+    /// <summary>Every master of <paramref name="m"/> was read from the state file (its dtype and shape were checked as it was read).</summary>
+    static void CheckRead(HashSet<string> read, string prefix, MasterWeights m, string source)
     {
-        for (int i = 0; i < m.Names.Count; i++)
-        {
-            if (!d.TryGetValue(prefix + m.Names[i], out var t)) throw new DreamBoothException($"{source}: '{prefix}{m.Names[i]}' is missing");
-            if (!t.shape.SequenceEqual(m.Masters[i].shape)) throw new DreamBoothException($"{source}: '{prefix}{m.Names[i]}' has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", m.Masters[i].shape)}]");
-            m.Masters[i].copy_(t);
-        }
+        foreach (var name in m.Names)
+            if (!read.Contains(prefix + name)) throw new DreamBoothException($"{source}: '{prefix}{name}' is missing");
     }
 
     public void Dispose()

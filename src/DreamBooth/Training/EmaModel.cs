@@ -45,18 +45,31 @@ public sealed class EmaModel : IDisposable
         Updates++;
     }
 
-    public Dictionary<string, Tensor> StateDict()
+    /// <summary>
+    /// The state, keyed <c>ema/{name}</c> and <c>ema_updates</c>: CPU copies (<paramref name="copy"/>), or handles to the
+    /// shadow tensors themselves (no second copy of the 3.4 GB EMA in memory while a state file is written). The caller
+    /// disposes the returned tensors either way (disposing a handle leaves the shadow alone).
+    /// </summary>
+    public Dictionary<string, Tensor> StateDict(bool copy = true)
     {
-        var d = _shadow.ToDictionary(kv => "ema/" + kv.Key, kv => kv.Value.detach().cpu().clone());
+        var d = _shadow.ToDictionary(kv => "ema/" + kv.Key, kv => copy ? kv.Value.detach().cpu().clone() : kv.Value.detach());
         d["ema_updates"] = torch.tensor(Updates, ScalarType.Int64);
         return d;
     }
 
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    /// <summary>The shadow tensors by state key (<c>ema/{name}</c>), for reading a state file straight into them (<see cref="TensorStateFile.Load(string, Func{string, Tensor?})"/>).</summary>
+    public IReadOnlyDictionary<string, Tensor> StateTargets => _shadow.ToDictionary(kv => "ema/" + kv.Key, kv => kv.Value);
+
+    /// <summary>
+    /// Restores the shadow from <paramref name="state"/> (keys of <see cref="StateDict"/>); the keys in
+    /// <paramref name="alreadyRead"/> were read straight into the shadow (<see cref="StateTargets"/>) and are not looked up.
+    /// </summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, IReadOnlySet<string>? alreadyRead = null)
     {
         using var _ = torch.no_grad();
         foreach (var (name, e) in _shadow)
         {
+            if (alreadyRead?.Contains("ema/" + name) == true) continue;
             if (!state.TryGetValue("ema/" + name, out var t)) throw new DreamBoothException($"training state: EMA weight 'ema/{name}' is missing");
             if (!t.shape.SequenceEqual(e.shape)) throw new DreamBoothException($"training state: EMA weight '{name}' has shape [{string.Join(",", t.shape)}], expected [{string.Join(",", e.shape)}]");
             e.copy_(t);

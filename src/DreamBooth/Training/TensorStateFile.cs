@@ -38,12 +38,23 @@ public static class TensorStateFile
     /// Loads every tensor onto the CPU (caller owns them). The file is untrusted: counts, ranks, shapes and
     /// lengths are checked against each other and against the bytes left in the file before anything is allocated.
     /// </summary>
-    public static Dictionary<string, Tensor> Load(string path)
+    public static Dictionary<string, Tensor> Load(string path) => Load(path, destination: null);
+
+    /// <summary>
+    /// Loads a state file, reading each tensor that <paramref name="destination"/> returns a tensor for straight into that
+    /// tensor (it must have the entry's dtype and shape; on another device the bytes pass through one CPU tensor of that
+    /// entry's size), and every other tensor onto the CPU (returned; the caller owns them). A resume thus holds the fp32
+    /// masters and the EMA once, not once in the file's copy and once in place. The file is checked as by <see cref="Load(string)"/>;
+    /// a dtype or shape that differs from its destination's is an error naming the entry. The callback is asked once per
+    /// entry the file holds, so a caller that must see every one of its tensors filled checks the names it was asked for.
+    /// </summary>
+    public static Dictionary<string, Tensor> Load(string path, Func<string, Tensor?>? destination)
     {
         if (!File.Exists(path)) throw new DreamBoothException($"{path}: training state file not found");
         using var stream = File.OpenRead(path);
         using var r = new BinaryReader(stream, Encoding.UTF8);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         string at = "the header";
         try
         {
@@ -79,12 +90,18 @@ public static class TensorStateFile
                 if (len > stream.Length - stream.Position)
                     throw new DreamBoothException($"{path}: training state file is truncated at {at}");
                 if (len > int.MaxValue) throw new DreamBoothException($"{path}: {at} is larger than 2 GiB, which this format does not store");
-                if (result.ContainsKey(name)) throw new DreamBoothException($"{path}: corrupt training state file ({at} appears twice)");
-                var data = r.ReadBytes((int)len);
-                if (data.Length != len) throw new DreamBoothException($"{path}: training state file is truncated at {at}");
+                if (!seen.Add(name)) throw new DreamBoothException($"{path}: corrupt training state file ({at} appears twice)");
+                var into = destination?.Invoke(name);
+                if (into is not null && (into.dtype != dtype || !into.shape.SequenceEqual(shape)))
+                    throw new DreamBoothException($"{path}: {at} is [{string.Join(", ", shape)}] {dtype}, expected [{string.Join(", ", into.shape)}] {into.dtype}");
+                if (into is not null)
+                {
+                    if (len > 0) Fill(stream, into, shape, dtype);
+                    continue;
+                }
                 var t = torch.empty(shape, dtype);
-                if (len > 0) t.bytes = data;
                 result[name] = t;
+                if (len > 0) stream.ReadExactly(t.bytes);   // straight into the tensor's memory
             }
         }
         catch (Exception e) when (e is IOException or FormatException or DecoderFallbackException or DreamBoothException)
@@ -94,6 +111,21 @@ public static class TensorStateFile
             throw new DreamBoothException($"{path}: training state file is truncated or corrupt at {at}", e);
         }
         return result;
+    }
+
+    /// <summary>Reads the raw bytes of a tensor of that shape and dtype from <paramref name="stream"/> into <paramref name="into"/>.</summary>
+    static void Fill(Stream stream, Tensor into, long[] shape, ScalarType dtype)
+    {
+        using var _ = torch.no_grad();
+        if (into.device_type == DeviceType.CPU && into.is_contiguous())
+        {
+            using var alias = into.detach();
+            stream.ReadExactly(alias.bytes);
+            return;
+        }
+        using var staging = torch.empty(shape, dtype);
+        stream.ReadExactly(staging.bytes);
+        into.copy_(staging);
     }
 
     const int MaxRank = 16;

@@ -299,7 +299,7 @@ public sealed class BenchLoadCommand : IBenchSubcommand
     /// <summary>Runs `dreambooth bench load --child FILE` in a new process and returns its JSON line.</summary>
     static async Task<string> RunChild(string path, bool tiny, ScalarType dtype, CancellationToken ct)
     {
-        var (exe, prefix) = SelfCommand();
+        var (exe, prefix) = BenchSupport.SelfCommand();
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in new[] { "bench", "load", "--child", path, "--child-dtype", BenchSupport.DtypeName(dtype) }) psi.ArgumentList.Add(a);
@@ -312,18 +312,5 @@ public sealed class BenchLoadCommand : IBenchSubcommand
         if (proc.ExitCode != 0)
             throw new InvalidOperationException($"bench load child exited with {proc.ExitCode}: {(await stderr).Trim()}");
         return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Last(l => l.StartsWith('{'));
-    }
-
-    /// <summary>How to start this CLI again: the apphost (`dreambooth`) when there is one, else `dotnet dreambooth.dll`.</summary>
-    static (string Exe, string[] Prefix) SelfCommand()
-    {
-        var process = Environment.ProcessPath;
-        if (process is not null && Path.GetFileNameWithoutExtension(process) == "dreambooth") return (process, []);
-        var dll = typeof(BenchLoadCommand).Assembly.Location;
-        var apphost = Path.Combine(Path.GetDirectoryName(dll)!, OperatingSystem.IsWindows() ? "dreambooth.exe" : "dreambooth");
-        if (File.Exists(apphost)) return (apphost, []);
-        var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH")
-                     ?? (process is not null && Path.GetFileNameWithoutExtension(process) == "dotnet" ? process : "dotnet");
-        return (dotnet, [dll]);
     }
 }

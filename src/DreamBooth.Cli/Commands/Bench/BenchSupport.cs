@@ -78,6 +78,43 @@ internal static class BenchSupport
         _ => throw new DreamBoothException($"{option}: expected on, off or both, got '{value}'"),
     };
 
+    /// <summary>How to start this CLI again: the apphost (`dreambooth`) when there is one, else `dotnet dreambooth.dll`.</summary>
+    public static (string Exe, string[] Prefix) SelfCommand()
+    {
+        var process = Environment.ProcessPath;
+        if (process is not null && Path.GetFileNameWithoutExtension(process) == "dreambooth") return (process, []);
+        var dll = typeof(BenchSupport).Assembly.Location;
+        var apphost = Path.Combine(Path.GetDirectoryName(dll)!, OperatingSystem.IsWindows() ? "dreambooth.exe" : "dreambooth");
+        if (File.Exists(apphost)) return (apphost, []);
+        var dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH")
+                     ?? (process is not null && Path.GetFileNameWithoutExtension(process) == "dotnet" ? process : "dotnet");
+        return (dotnet, [dll]);
+    }
+
+    /// <summary>A <see cref="System.Diagnostics.ProcessStartInfo"/> running this CLI with <paramref name="args"/> (output redirected).</summary>
+    public static System.Diagnostics.ProcessStartInfo SelfStartInfo(IEnumerable<string> args)
+    {
+        var (exe, prefix) = SelfCommand();
+        var psi = new System.Diagnostics.ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in prefix.Concat(args)) psi.ArgumentList.Add(a);
+        return psi;
+    }
+
+    /// <summary>Runs this CLI with <paramref name="args"/> in a child process; its last JSON line (an error naming the command when it fails).</summary>
+    public static async Task<string> RunSelfForJson(IReadOnlyList<string> args, CancellationToken ct, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var psi = SelfStartInfo(args);
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
+        using var proc = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException("could not start dreambooth again");
+        var stdout = proc.StandardOutput.ReadToEndAsync(ct);
+        var stderr = proc.StandardError.ReadToEndAsync(ct);
+        await proc.WaitForExitAsync(ct);
+        var output = await stdout;
+        if (proc.ExitCode != 0)
+            throw new InvalidOperationException($"dreambooth {string.Join(' ', args.Take(2))} child exited with {proc.ExitCode}: {(await stderr).Trim()}");
+        return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Last(l => l.StartsWith('{'));
+    }
+
     /// <summary>Waits for queued GPU work, so wall-clock time covers it (no-op on CPU).</summary>
     public static void Sync(Device device)
     {

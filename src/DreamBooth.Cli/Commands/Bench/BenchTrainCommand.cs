@@ -206,7 +206,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
     }
 
     /// <summary>GroupNorm weights start uninitialized in TorchSharp 0.107; PyTorch's init is (1, 0).</summary>
-    static void ResetGroupNorms(nn.Module module)
+    internal static void ResetGroupNorms(nn.Module module)
     {
         using var _ = no_grad();
         foreach (var (_, m) in module.named_modules())

@@ -141,14 +141,18 @@ public abstract class TrainingOptimizer : IDisposable
     /// <summary>Bytes held by optimizer state (for memory reports and the 8-bit test).</summary>
     public long StateBytes => _state.Values.SelectMany(d => d.Values).Sum(t => t.NumberOfElements * t.ElementSize);
 
-    /// <summary>Copies of the state tensors (on CPU), keyed <c>{group}/{index}/{slot}</c>; step counters as <c>/step</c>.</summary>
-    public Dictionary<string, Tensor> StateDict()
+    /// <summary>
+    /// The state tensors keyed <c>{group}/{index}/{slot}</c>, step counters as <c>/step</c>: CPU copies (<paramref name="copy"/>),
+    /// or handles to the state tensors themselves (no second copy of the optimizer state in memory while a state file is
+    /// written). The caller disposes the returned tensors either way (disposing a handle leaves the state alone).
+    /// </summary>
+    public Dictionary<string, Tensor> StateDict(bool copy = true)
     {
         var d = new Dictionary<string, Tensor>();
         foreach (var ((gi, i), st) in _state)
         {
             string prefix = $"{Groups[gi].Name}/{i}/";
-            foreach (var (slot, t) in st) d[prefix + slot] = t.detach().cpu().clone();
+            foreach (var (slot, t) in st) d[prefix + slot] = copy ? t.detach().cpu().clone() : t.detach();
             d[prefix + "step"] = torch.tensor(_steps[(gi, i)], ScalarType.Int64);
         }
         return d;
