@@ -46,8 +46,11 @@ public sealed class MasterWeights : IDisposable
             _masters = selected.Select(kv => (Tensor)kv.parameter).ToArray();
             return;
         }
+        // the masters keep the fp32 parameters' own storage (detach shares it; no copy) and the module gets new compute
+        // tensors: a clone here held a second fp32 copy of the model (3.9 GB at SD1.5 size) until the .NET finalizers
+        // released the old parameters, which a full-size resume on 23 GB did not survive (docs/memory.md)
         using (torch.no_grad())
-            _masters = selected.Select(kv => kv.parameter.detach().clone().DetachFromDisposeScope()).ToArray();
+            _masters = selected.Select(kv => kv.parameter.detach().DetachFromDisposeScope()).ToArray();
         module.to(computeDtype);
     }
 

@@ -8,6 +8,28 @@ namespace DreamBooth.Tests.Training;
 public class MixedPrecisionTests
 {
     [Fact]
+    public void The_masters_are_the_fp32_parameters_own_memory_not_a_second_copy()
+    {
+        torch.manual_seed(0);
+        var lin = nn.Linear(8, 4);
+        var pointers = lin.parameters().Select(Pointer).ToList();
+        var values = lin.parameters().Select(p => p.detach().clone()).ToList();
+        using var master = new MasterWeights(lin, ScalarType.BFloat16);
+        // the masters hold the very storage the fp32 parameters had (a clone doubled the model's fp32 memory)
+        Assert.Equal(pointers, master.Masters.Select(Pointer));
+        Assert.All(master.Masters.Zip(values), mv => Assert.True(mv.First.BitEqual(mv.Second)));
+        Assert.All(master.Masters, m => Assert.False(m.requires_grad));
+        // the module computes with new bf16 tensors
+        Assert.All(lin.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+    }
+
+    static long Pointer(Tensor t)
+    {
+        using var s = t.storage<float>();
+        return (long)s.data_ptr();
+    }
+
+    [Fact]
     public void A_1e7_step_moves_the_fp32_masters_and_would_not_move_a_bf16_weight()
     {
         torch.manual_seed(0);
