@@ -23,6 +23,9 @@ public sealed record ModelFootprint
     public required IReadOnlyList<long> TextEncoderParameters { get; init; }
     public required int LatentChannels { get; init; }
     public required int VaeDownsampleFactor { get; init; }
+    /// <summary>Elements of the largest UNet / text-encoder parameter (the optimizer's per-tensor temporaries; 0 = take the largest of the lists).</summary>
+    public long LargestUNetParameter { get; init; }
+    public long LargestTextEncoderParameter { get; init; }
 
     public static ModelFootprint Of(StableDiffusionModel model) => Of(model.TextEncoder, model.UNet, model.Vae);
 
@@ -44,6 +47,8 @@ public sealed record ModelFootprint
         TextEncoderParameters = [123_060_480],
         LatentChannels = 4,
         VaeDownsampleFactor = 8,
+        LargestUNetParameter = 2560L * 1280 * 3 * 3,   // the up blocks' first 3×3 convolutions (2560 channels in, skip concatenated)
+        LargestTextEncoderParameter = 49408L * 768,    // the token embedding
     };
 
     /// <summary>The counts of three modules (which may live on the meta device: only shapes are read).</summary>
@@ -65,6 +70,8 @@ public sealed record ModelFootprint
             TextEncoderParameters = textEncoder.parameters().Select(p => p.NumberOfElements).ToList(),
             LatentChannels = vae.Config.LatentChannels,
             VaeDownsampleFactor = vae.DownsampleFactor,
+            LargestUNetParameter = unet.parameters().Select(p => p.NumberOfElements).DefaultIfEmpty(0).Max(),
+            LargestTextEncoderParameter = textEncoder.parameters().Select(p => p.NumberOfElements).DefaultIfEmpty(0).Max(),
         };
     }
 
@@ -94,8 +101,11 @@ public sealed record ModelFootprint
     }
 
     /// <summary>Bytes of one cached latent distribution (mean and std, fp32) of a <paramref name="width"/>×<paramref name="height"/> image.</summary>
-    public long LatentBytes(int width, int height) =>
-        2L * 4 * LatentChannels * (height / VaeDownsampleFactor) * (width / VaeDownsampleFactor) + 2 * 64 + 16;
+    public long LatentBytes(int width, int height) => LatentTensorBytes(width, height) + 2 * 64 + 16;
+
+    /// <summary>Bytes of one latent distribution (mean and std, fp32) in memory: <see cref="LatentBytes"/> less the file's header.</summary>
+    public long LatentTensorBytes(int width, int height) =>
+        2L * 4 * LatentChannels * (height / VaeDownsampleFactor) * (width / VaeDownsampleFactor);
 }
 
 /// <summary>One line of the disk arithmetic: what is written, how many, how big each, on which folder's volume.</summary>

@@ -19,6 +19,8 @@ public sealed class LatentCache : IDisposable
     readonly Dictionary<string, (Tensor Mean, Tensor Std)> _memory = new();
 
     public string VaeHash { get; }
+    /// <summary>Bytes of the latent distributions held in memory (on the training device).</summary>
+    public long Bytes => _memory.Values.Sum(x => x.Mean.NumberOfElements * x.Mean.ElementSize + x.Std.NumberOfElements * x.Std.ElementSize);
     public int Encoded { get; private set; }
     public int LoadedFromDisk { get; private set; }
 
