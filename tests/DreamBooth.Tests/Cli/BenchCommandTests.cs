@@ -2,6 +2,7 @@ using System.Text.Json;
 using DreamBooth.Cli.Commands.Bench;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
+using DreamBooth.Tests.Infrastructure;
 
 namespace DreamBooth.Tests.Cli;
 
@@ -191,6 +192,48 @@ public class BenchCommandTests
         Assert.Equal(1, lines[1].GetProperty("device_reads").GetInt64());
         Assert.Equal(lines[0].GetProperty("unet_grad_norm").GetDouble(), lines[1].GetProperty("unet_grad_norm").GetDouble(), 2);
         foreach (var l in lines) Positive(l, "ms_per_check");
+    }
+
+    [Fact]
+    public async Task Bench_recipe_run_tiny_trains_kills_resumes_and_passes_every_check()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var (code, stdout, err) = await CliTests.Run("bench", "recipe-run", "--tiny", "--device", "cpu", "--dir", dir.Path);
+        Assert.True(code == 0, err + stdout);
+        var lines = Lines(stdout);
+        var summary = lines[^1];
+        Assert.True(summary.GetProperty("passed").GetBoolean(), summary.ToString());
+        foreach (var check in new[] { "a1111_keys", "fp16_size", "one_state_kept", "killed", "bitwise_resume", "steps" })
+            Assert.True(summary.GetProperty("checks").GetProperty(check).GetProperty("ok").GetBoolean(), check);
+        Assert.Equal("SIGKILL", summary.GetProperty("checks").GetProperty("killed").GetProperty("signal").GetString());
+        Positive(summary, "predicted_peak_bytes");
+        Positive(summary, "measured_peak_rss_bytes");
+        // a peak per phase, for the reference run and for the resumed process
+        var phases = lines.Where(l => l.TryGetProperty("run", out _)).Select(l => (l.GetProperty("run").GetString(), l.GetProperty("phase").GetString())).ToHashSet();
+        foreach (var phase in new[] { "load", "setup", "first_step", "step", "save" }) Assert.Contains(("reference", phase), phases);
+        Assert.Contains(("resumed", "resume"), phases);
+        Assert.All(lines.Where(l => l.TryGetProperty("run", out _)), l => Positive(l, "peak_rss_mib"));
+        Assert.False(Directory.Exists(Path.Combine(dir.Path, "recipe-run")));   // removed without --keep
+    }
+
+    [Fact]
+    public async Task Bench_memory_single_pass_prints_a_unet_line_per_setting_and_a_vae_encode_line()
+    {
+        var (code, stdout, err) = await CliTests.Run("bench", "memory", "--tiny", "--parts", "unet,vae", "--latents", "8x8", "--gradient-checkpointing", "both", "--single-pass");
+        Assert.True(code == 0, err + stdout);
+        var lines = Lines(stdout);
+        Assert.Equal(["unet", "unet", "vae"], lines.Select(l => l.GetProperty("part").GetString()));
+        Assert.Equal([false, true], lines.Take(2).Select(l => l.GetProperty("gradient_checkpointing").GetBoolean()));
+        foreach (var l in lines.Take(2))
+        {
+            Assert.True(l.GetProperty("single_pass").GetBoolean());
+            Assert.Equal(JsonValueKind.Null, l.GetProperty("first_pass_mib").ValueKind);   // no warm-up pass
+            Assert.Equal("16x16", l.GetProperty("image").GetString());
+            Positive(l, "step_peak_mib");
+        }
+        Assert.Equal("fp32", lines[2].GetProperty("dtype").GetString());   // the VAE encodes in its loaded dtype (fp32 in the recipe)
+        Assert.Equal("16x16", lines[2].GetProperty("image").GetString());
+        Assert.True(lines[2].GetProperty("encode_peak_mib").GetInt64() >= 0);
     }
 
     [Theory]

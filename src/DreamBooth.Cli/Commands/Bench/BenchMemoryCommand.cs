@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
+using DreamBooth.Models.Vae;
 using DreamBooth.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -32,15 +33,16 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
     public Command Build()
     {
         var tiny = new Option<bool>("--tiny") { Description = "Tiny configs of the same architectures instead of full-size SD1.5" };
-        var parts = new Option<string>("--parts") { Description = "unet, text_encoder, attention (comma-separated)", DefaultValueFactory = _ => "unet,text_encoder,attention" };
+        var parts = new Option<string>("--parts") { Description = "unet, text_encoder, attention, vae (comma-separated; vae: the fp32 encode of latent caching, per --latents size)", DefaultValueFactory = _ => "unet,text_encoder,attention,vae" };
         var latents = new Option<string?>("--latents") { Description = "UNet latent sizes WIDTHxHEIGHT (default 8x8,32x32,64x64; tiny: 8x8,16x16); 64x64 is a 512x512 image" };
         var dtypes = new Option<string>("--dtypes") { Description = "Compute dtypes: bf16, fp32, fp16", DefaultValueFactory = _ => "bf16" };
         var gc = new Option<string>("--gradient-checkpointing") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
+        var single = new Option<bool>("--single-pass") { Description = "UNet: one forward + backward per case, from no gradients (the step peak only; a third of the time, for large latents)" };
         var tokens = new Option<string>("--attention-tokens") { Description = "Token counts of the attention part (4096 = a 64x64 latent)", DefaultValueFactory = _ => "1024,4096" };
         var child = new Option<string?>("--child") { Description = "(internal) run one case, given as JSON, in this process", Hidden = true };
         var cmd = new Command("memory", "Activation memory of a training forward + backward (UNet per latent size, with/without gradient checkpointing; " +
             "text encoder; one attention layer, SDPA vs naive) as CPU resident memory, each case in a fresh process (JSON lines)");
-        foreach (var o in new Option[] { tiny, parts, latents, dtypes, gc, tokens, child }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { tiny, parts, latents, dtypes, gc, single, tokens, child }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
@@ -52,25 +54,29 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
             }
             bool isTiny = parse.GetValue(tiny);
             var partList = parse.GetValue(parts)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(p => p is "unet" or "text_encoder" or "attention" ? p : throw new DreamBoothException($"--parts: expected unet, text_encoder and/or attention, got '{p}'")).ToList();
+                .Select(p => p is "unet" or "text_encoder" or "attention" or "vae" ? p : throw new DreamBoothException($"--parts: expected unet, text_encoder, attention and/or vae, got '{p}'")).ToList();
             var types = parse.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(d => BenchSupport.DtypeName(BenchSupport.ParseDtype(d, "--dtypes"))).ToList();
             var sizes = BenchSupport.ParseSizes(parse.GetValue(latents) ?? (isTiny ? "8x8,16x16" : "8x8,32x32,64x64"), isTiny ? 4 : 8);
             var switches = BenchSupport.ParseSwitch(parse.GetValue(gc)!, "--gradient-checkpointing");
             var tokenList = BenchSupport.ParseInts(parse.GetValue(tokens)!, "--attention-tokens");
+            bool singlePass = parse.GetValue(single);
             var cases = new List<Case>();
             foreach (var type in types)
             {
                 if (partList.Contains("unet"))
                     foreach (var (lw, lh) in sizes)
                         foreach (var on in switches)
-                            cases.Add(new Case("unet", isTiny, type, lw, lh, on, 0, ""));
+                            cases.Add(new Case("unet", isTiny, type, lw, lh, on, 0, "", singlePass));
                 if (partList.Contains("text_encoder")) cases.Add(new Case("text_encoder", isTiny, type, 0, 0, false, 77, ""));
                 if (partList.Contains("attention"))
                     foreach (var n in tokenList)
                         foreach (var kind in new[] { "sdpa", "naive" })
                             cases.Add(new Case("attention", isTiny, type, 0, 0, false, n, kind));
             }
+            if (partList.Contains("vae"))
+                foreach (var (lw, lh) in sizes)
+                    cases.Add(new Case("vae", isTiny, "fp32", lw, lh, false, 0, ""));
             foreach (var c in cases)
             {
                 ct.ThrowIfCancellationRequested();
@@ -95,7 +101,7 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
     static readonly Dictionary<string, string> ExactMalloc = new() { ["MALLOC_MMAP_THRESHOLD_"] = "65536", ["MALLOC_TRIM_THRESHOLD_"] = "0" };
 
     /// <summary>One measurement: a part at a latent size (UNet), a token count (attention: "sdpa" or "naive" in <see cref="Attention"/>).</summary>
-    public sealed record Case(string Part, bool Tiny, string Dtype, int LatentWidth, int LatentHeight, bool GradientCheckpointing, int Tokens, string Attention);
+    public sealed record Case(string Part, bool Tiny, string Dtype, int LatentWidth, int LatentHeight, bool GradientCheckpointing, int Tokens, string Attention, bool SinglePass = false);
 
     /// <summary>Pixels per latent of the model's VAE (8 for SD1.5, 2 for the tiny one).</summary>
     static int Factor(Case c) => c.Tiny ? 2 : 8;
@@ -113,6 +119,7 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
         {
             "unet" => UNetCase(c, type),
             "text_encoder" => TextEncoderCase(c, type),
+            "vae" => VaeCase(c, type),
             _ => AttentionCase(c, type),
         };
     }
@@ -156,11 +163,15 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
             afterForward();
             y.to(ScalarType.Float32).pow(2).mean().backward();
         }
-        var warm = Measure(Pass);                 // creates the gradients
-        long grads = ps.Sum(p => { using var g = p.grad; return g is null ? 0 : g.NumberOfElements * g.ElementSize; });
-        var withGrads = Measure(Pass);            // gradients accumulate in place: the peak above is activations
-        foreach (var p in ps) { using var g = p.grad; if (g is not null) p.grad = null; }
+        (long Peak, long Forward, long Saved, double Seconds)? warm = null, withGrads = null;
+        if (!c.SinglePass)
+        {
+            warm = Measure(Pass);                 // creates the gradients (and warms the kernels)
+            withGrads = Measure(Pass);            // gradients accumulate in place: the peak above is activations + the backward's temporaries
+            foreach (var p in ps) { using var g = p.grad; if (g is not null) p.grad = null; }
+        }
         var fresh = Measure(Pass);                // as a step that starts without gradients
+        long grads = ps.Sum(p => { using var g = p.grad; return g is null ? 0 : g.NumberOfElements * g.ElementSize; });
         return JsonSerializer.Serialize(new
         {
             part = "unet",
@@ -180,8 +191,9 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
             step_peak_mib = Mib(fresh.Peak),
             step_peak_over_grads_mib = Mib(fresh.Peak - grads),
             // the same pass with every gradient already allocated (accumulated into in place)
-            peak_with_grads_allocated_mib = Mib(withGrads.Peak),
-            first_pass_mib = Mib(warm.Peak),
+            peak_with_grads_allocated_mib = withGrads is { } a ? Mib(a.Peak) : (long?)null,
+            first_pass_mib = warm is { } f ? Mib(f.Peak) : (long?)null,
+            single_pass = c.SinglePass,
             seconds = BenchSupport.Round(fresh.Seconds, 2),
             rss_start_mib = Mib(startRss),
             memory_kind = "process_rss_peak above the RSS before the pass (CPU)",
@@ -221,6 +233,43 @@ public sealed class BenchMemoryCommand : IBenchSubcommand
             forward_peak_mib = Mib(withGrads.Forward),
             peak_with_grads_allocated_mib = Mib(withGrads.Peak),
             seconds = BenchSupport.Round(withGrads.Seconds, 2),
+            memory_kind = "process_rss_peak above the RSS before the pass (CPU)",
+        });
+    }
+
+    /// <summary>
+    /// The VAE encode of latent caching (the trainer's <see cref="DreamBooth.Training.LatentCache.Encode"/>: no gradients,
+    /// the VAE in its loaded dtype, fp32 for the recipe's model): the peak above the weights for one image.
+    /// </summary>
+    static string VaeCase(Case c, ScalarType type)
+    {
+        var config = c.Tiny ? AutoencoderKLConfig.Tiny : AutoencoderKLConfig.StableDiffusion15;
+        manual_seed(1);
+        using var vae = new AutoencoderKL(config);
+        vae.to(type);
+        vae.eval();
+        int f = vae.DownsampleFactor;
+        using var pixels = (rand(1, 3, c.LatentHeight * f, c.LatentWidth * f) * 2 - 1).to(type).DetachFromDisposeScope();
+        void Pass(Action afterForward)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            using var dist = vae.Encode(pixels);
+            afterForward();
+        }
+        Measure(Pass);
+        var second = Measure(Pass);
+        return JsonSerializer.Serialize(new
+        {
+            part = "vae",
+            model = c.Tiny ? "tiny-random" : "sd15-random",
+            dtype = c.Dtype,
+            latent = $"{c.LatentWidth}x{c.LatentHeight}",
+            image = $"{c.LatentWidth * f}x{c.LatentHeight * f}",
+            batch = 1,
+            weights_mib = Mib(vae.parameters().Sum(p => p.NumberOfElements * p.ElementSize)),
+            encode_peak_mib = Mib(second.Peak),
+            seconds = BenchSupport.Round(second.Seconds, 2),
             memory_kind = "process_rss_peak above the RSS before the pass (CPU)",
         });
     }

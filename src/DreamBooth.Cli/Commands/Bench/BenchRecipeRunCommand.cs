@@ -95,8 +95,10 @@ public sealed class BenchRecipeRunCommand : IBenchSubcommand
         string modelDir = Directory.CreateDirectory(Path.Combine(root, "model")).FullName;
         string modelFile = Path.Combine(modelDir, $"{configs.Model}.safetensors");
         CliApp.Torch();
+        ModelFootprint footprint;
         using (var sd = StableDiffusionModel.CreateRandom(configs.Text, configs.UNet, configs.Vae, BenchSupport.ByteTokenizer(), seed: 1))
         {
+            footprint = ModelFootprint.Of(sd);
             sd.SaveSingleFile(modelFile, ScalarType.Float32);
             sd.WriteSidecar(modelDir);
         }
@@ -202,12 +204,18 @@ public sealed class BenchRecipeRunCommand : IBenchSubcommand
         };
         checks["steps"] = new { total = totalSteps, reference = reference.LastStep, resumed = resumed.LastStep, ok = reference.LastStep == totalSteps && resumed.LastStep == totalSteps };
         bool passed = checks.Values.All(v => (bool)v!.GetType().GetProperty("ok")!.GetValue(v)!);
+        // the memory arithmetic's prediction of this run's peak (docs/memory.md), beside the peaks measured above
+        bool onCuda = device != "cpu" && cuda.is_available();
+        var plan = MemoryPlan.For(RecipeConfig(modelFile, instance, classes, refOut, epochs, device), footprint, 64, 64, images: 4, cuda: onCuda);
         w.WriteLine(BenchSupport.Json(new
         {
             bench = "recipe-run",
             model = configs.Model,
             config = "recipe defaults; 64x64, 2 photos + 2 class images, " + epochs + " epochs, a save every epoch",
             checkpoint_bytes = refFinalBytes,
+            predicted_peak_bytes = plan.PeakBytes,
+            predicted_peak_kind = onCuda ? "MemoryPlan: GPU memory" : "MemoryPlan: process resident memory on the CPU",
+            measured_peak_rss_bytes = PeakOf(reference.MemoryLog),
             seconds = BenchSupport.Round(clock.Elapsed.TotalSeconds, 1),
             checks,
             passed,
@@ -215,6 +223,10 @@ public sealed class BenchRecipeRunCommand : IBenchSubcommand
         }));
         return passed;
     }
+
+    /// <summary>The highest peak resident memory a memory log records.</summary>
+    static long PeakOf(string memoryLog) => File.ReadAllLines(memoryLog).Where(l => l.EndsWith('}'))
+        .Select(l => JsonNode.Parse(l)!["peak_rss_bytes"]?.GetValue<long>() ?? 0).DefaultIfEmpty(0).Max();
 
     /// <summary>A 64×64 PNG of a colour gradient (random weights learn nothing from it; the pipeline reads and encodes it).</summary>
     static void WriteImage(string path, int seed)
