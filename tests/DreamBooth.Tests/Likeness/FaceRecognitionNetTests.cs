@@ -1,0 +1,34 @@
+using DreamBooth.Likeness;
+using DreamBooth.Models.FaceRecognition;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace DreamBooth.Tests.Likeness;
+
+public class FaceRecognitionNetTests(DescriberFixture fx) : IClassFixture<DescriberFixture>
+{
+    [Fact]
+    public void Descriptors_match_face_api_on_tfjs_to_1e_4()
+    {
+        var reference = LikenessFixtures.ReferenceDescriptors();
+        Assert.True(reference.Count >= 4, $"only {reference.Count} reference descriptors");
+        var crops = reference.Keys.Select(k => Image.Load<Rgb24>(Path.Combine(LikenessFixtures.Crops, k))).ToList();
+        try
+        {
+            var ours = fx.Describer.DescribeCrops(crops);
+            double worst = 0;
+            foreach (var (name, i) in reference.Keys.Select((k, i) => (k, i)))
+            {
+                Assert.Equal(FaceRecognitionNet.DescriptorSize, ours[i].Length);
+                double maxAbs = ours[i].Zip(reference[name], (a, b) => Math.Abs(a - b)).Max();
+                worst = Math.Max(worst, maxAbs);
+                Assert.True(maxAbs <= 1e-4, $"{name}: max |ours − face-api| = {maxAbs:E2}");
+            }
+            Console.WriteLine($"parity: worst max-abs difference {worst:E2} over {reference.Count} crops");
+        }
+        finally
+        {
+            foreach (var c in crops) c.Dispose();
+        }
+    }
+}
