@@ -1,0 +1,99 @@
+using System.Globalization;
+using DreamBooth.Likeness;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace DreamBooth.Tests.Likeness;
+
+/// <summary>Detect → align → describe on real photos: same-person pairs under face-api's 0.6, different people above it.</summary>
+public class LikenessEndToEndTests(DescriberFixture fx) : IClassFixture<DescriberFixture>
+{
+    [Fact]
+    public void Same_person_variants_stay_under_the_threshold_and_different_people_above_it()
+    {
+        var astronaut = PhotoVariants.Of("astronaut");
+        var camera = PhotoVariants.Of("camera");
+        try
+        {
+            var d = new Dictionary<string, float[]>();
+            foreach (var (name, image) in astronaut.Concat(camera))
+            {
+                var faces = fx.Describer.Describe(image);
+                Assert.True(faces.Main is not null, $"{name}: no face found");
+                d[name] = faces.Main!.Descriptor;
+            }
+            double maxSame = 0, minDifferent = double.MaxValue;
+            foreach (var set in new[] { astronaut.Keys, camera.Keys })
+                foreach (var a in set)
+                    foreach (var b in set.Where(b => string.CompareOrdinal(a, b) < 0))
+                    {
+                        double dist = FaceDistance.Euclidean(d[a], d[b]);
+                        maxSame = Math.Max(maxSame, dist);
+                        Assert.True(dist < FaceDistance.Threshold, $"{a} vs {b}: {dist:F3} (same person)");
+                    }
+            foreach (var a in astronaut.Keys)
+                foreach (var b in camera.Keys)
+                {
+                    double dist = FaceDistance.Euclidean(d[a], d[b]);
+                    minDifferent = Math.Min(minDifferent, dist);
+                    Assert.True(dist > FaceDistance.Threshold, $"{a} vs {b}: {dist:F3} (different people)");
+                }
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"same person: max {maxSame:F3}; different people: min {minDifferent:F3}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"astronaut vs mirror {FaceDistance.Euclidean(d["astronaut"], d["astronaut-mirror"]):F3}, astronaut vs camera {FaceDistance.Euclidean(d["astronaut"], d["camera"]):F3}"));
+        }
+        finally
+        {
+            PhotoVariants.Dispose(astronaut.Values.Concat(camera.Values));
+        }
+    }
+
+    [Fact]
+    public void Our_BlazeFace_alignment_describes_the_face_as_face_apis_68_landmark_alignment_does()
+    {
+        // face-api's own crops (SSD + 68 landmarks + dlib-style box, written by tools/likeness/reference.mjs) vs ours from BlazeFace keypoints
+        var reference = LikenessFixtures.ReferenceDescriptors();
+        foreach (var photo in new[] { "astronaut", "camera" })
+        {
+            using var image = Image.Load<Rgb24>(DreamBooth.Tests.Infrastructure.TestPaths.Photo(photo + ".png"));
+            var ours = fx.Describer.Describe(image).Main!.Descriptor;
+            double dist = FaceDistance.Euclidean(ours, reference[$"faceapi-{photo}.png"]);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{photo}: ours vs face-api's crop {dist:F3}"));
+            Assert.True(dist < 0.35, $"{photo}: our aligned face is {dist:F3} from face-api's");
+        }
+    }
+
+    [Fact]
+    public void The_scorer_measures_mean_distance_to_the_reference_photos_and_finds_no_face_where_there_is_none()
+    {
+        var astronaut = PhotoVariants.Of("astronaut");
+        var camera = PhotoVariants.Of("camera");
+        using var coffee = Image.Load<Rgb24>(DreamBooth.Tests.Infrastructure.TestPaths.Photo("coffee.png"));
+        try
+        {
+            var reference = IdentityReference.FromImages(new[] { "astronaut", "astronaut-mirror", "astronaut-jpeg40" }.Select(k => (k, astronaut[k])), fx.Describer);
+            var scorer = new LikenessScorer(fx.Describer, reference);
+            var same = scorer.Score(astronaut["astronaut-crop-mirror-jpeg70"]);
+            var other = scorer.Score(camera["camera"]);
+            var none = scorer.Score(coffee);
+            Assert.True(same.SamePerson, $"astronaut crop: {same.Distance}");
+            Assert.False(other.SamePerson);
+            Assert.True(other.Distance > FaceDistance.Threshold);
+            Assert.False(none.FaceFound);
+            Assert.Null(none.Distance);
+            Assert.Equal("no face", none.ShortText);
+            // the score is the mean of the distances to the three reference photos
+            var d = fx.Describer.Describe(camera["camera"]).Main!.Descriptor;
+            double mean = reference.WithFace.Average(p => FaceDistance.Euclidean(d, p.Descriptor!));
+            Assert.Equal(mean, other.Distance!.Value, 9);
+            Assert.True(other.MinDistance <= other.Distance);
+            // context: the reference photo itself (mirror) is closer than the other photos
+            Assert.True(scorer.Score(astronaut["astronaut"]).ContextDistance < other.ContextDistance);
+            Assert.True(scorer.Score(astronaut["astronaut"]).ContextDistance < 1.0); // itself is in the reference
+        }
+        finally
+        {
+            PhotoVariants.Dispose(astronaut.Values.Concat(camera.Values));
+        }
+    }
+}
