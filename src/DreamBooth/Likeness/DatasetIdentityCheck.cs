@@ -95,26 +95,28 @@ public static class DatasetIdentityCheck
 
     public static IdentityCheckReport Run(IReadOnlyList<(string Name, string Path)> files, FaceDescriber describer, IdentityCheckOptions? options = null, IProgress<string>? progress = null, CancellationToken ct = default)
     {
-        var described = new List<(string Name, int Faces, float[]? Descriptor, ulong Hash, ulong MirrorHash)>();
+        var described = new List<ReferencePhoto>();
         var skipped = new List<SkippedFile>();
         foreach (var (name, path) in files)
         {
             ct.ThrowIfCancellationRequested();
             var (loaded, skip) = ImageIngest.Load(path);
             if (skip is not null) { skipped.Add(skip); continue; }
-            using (loaded)
-            {
-                var image = loaded!.Image;
-                var faces = describer.Describe(image, ct);
-                described.Add((name, faces.Faces.Count, faces.Main?.Descriptor, DifferenceHash(image, false), DifferenceHash(image, true)));
-            }
+            using (loaded) described.Add(IdentityReference.Describe(name, loaded!.Image, describer, ct));
             progress?.Report(name);
         }
         return Analyse(described, skipped, options ?? IdentityCheckOptions.Default);
     }
 
-    internal static IdentityCheckReport Analyse(IReadOnlyList<(string Name, int Faces, float[]? Descriptor, ulong Hash, ulong MirrorHash)> photos,
-        IReadOnlyList<SkippedFile> skipped, IdentityCheckOptions options)
+    /// <summary>The check of photos already described (an <see cref="IdentityReference"/>'s, or images in memory).</summary>
+    public static IdentityCheckReport Of(IReadOnlyList<ReferencePhoto> photos, IReadOnlyList<SkippedFile>? skipped = null, IdentityCheckOptions? options = null) =>
+        Analyse(photos, skipped ?? [], options ?? IdentityCheckOptions.Default);
+
+    /// <summary>The check of images in memory (name, image).</summary>
+    public static IdentityCheckReport Run(IEnumerable<(string Name, Image<Rgb24> Image)> images, FaceDescriber describer, IdentityCheckOptions? options = null, CancellationToken ct = default) =>
+        Of(images.Select(i => IdentityReference.Describe(i.Name, i.Image, describer, ct)).ToList(), null, options);
+
+    internal static IdentityCheckReport Analyse(IReadOnlyList<ReferencePhoto> photos, IReadOnlyList<SkippedFile> skipped, IdentityCheckOptions options)
     {
         int n = photos.Count;
         var dist = new double?[n][];

@@ -4,8 +4,8 @@ using SixLabors.ImageSharp.PixelFormats;
 
 namespace DreamBooth.Likeness;
 
-/// <summary>One photo of the reference set: its faces, the descriptor of its main face (null: none found) and its context.</summary>
-public sealed record ReferencePhoto(string Name, int Faces, float[]? Descriptor, ContextSignature Context);
+/// <summary>One photo of the reference set: its faces, the descriptor of its main face (null: none found), its context and whole-image hashes (plain, mirrored).</summary>
+public sealed record ReferencePhoto(string Name, int Faces, float[]? Descriptor, ContextSignature Context, ulong Hash = 0, ulong MirrorHash = 0);
 
 /// <summary>How close a face is to the reference identity.</summary>
 /// <param name="Distance">Mean Euclidean distance to the descriptors of the reference photos (the score; same scale as the 0.6 threshold).</param>
@@ -75,8 +75,12 @@ public sealed class IdentityReference
     internal static ReferencePhoto Describe(string name, Image<Rgb24> image, FaceDescriber describer, CancellationToken ct)
     {
         var faces = describer.Describe(image, ct);
-        return new ReferencePhoto(name, faces.Faces.Count, faces.Main?.Descriptor, ContextSignature.From(image, faces.Faces.Select(f => f.Box).ToList()));
+        return new ReferencePhoto(name, faces.Faces.Count, faces.Main?.Descriptor, ContextSignature.From(image, faces.Faces.Select(f => f.Box).ToList()),
+            DatasetIdentityCheck.DifferenceHash(image, false), DatasetIdentityCheck.DifferenceHash(image, true));
     }
+
+    /// <summary>The dataset identity check of the reference photos (someone else, near-duplicates, no/several faces).</summary>
+    public IdentityCheckReport Check(IdentityCheckOptions? options = null) => DatasetIdentityCheck.Of(Photos, Skipped, options);
 
     /// <summary>Mean and minimum distance of <paramref name="descriptor"/> to the reference photos with a face.</summary>
     public IdentityMatch Match(float[] descriptor)
