@@ -1,0 +1,120 @@
+using DreamBooth.Evaluation;
+using DreamBooth.Likeness;
+using DreamBooth.Tests.Infrastructure;
+using DreamBooth.Tests.Likeness;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace DreamBooth.Tests.Evaluation;
+
+public class XYLikenessTests(DescriberFixture fx) : IClassFixture<DescriberFixture>
+{
+    /// <summary>
+    /// A "training run" whose cells are real photos: the base model draws the cameraman; epoch 2 draws the astronaut's
+    /// face on a new background (the coffee table: like the person, follows the prompt); epoch 4 returns the instance
+    /// photo itself (like the person, but the training photo's context leaked). Class rows ("man") draw the cameraman.
+    /// </summary>
+    sealed class PhotoRenderer : ICellRenderer, IDisposable
+    {
+        readonly Image<Rgb24> _astronaut = Image.Load<Rgb24>(TestPaths.Photo("astronaut.png"));
+        readonly Image<Rgb24> _camera = Image.Load<Rgb24>(TestPaths.Photo("camera.png"));
+        readonly Image<Rgb24> _pasted;
+        XYCheckpoint? _current;
+
+        public PhotoRenderer()
+        {
+            _pasted = Image.Load<Rgb24>(TestPaths.Photo("coffee.png"));
+            _pasted.Mutate(c => c.Resize(512, 512));
+            using var face = _astronaut.Clone(c => c.Crop(new Rectangle(130, 30, 190, 230)));
+            _pasted.Mutate(c => c.DrawImage(face, new Point(130, 30), 1f));
+        }
+
+        public void LoadCheckpoint(XYCheckpoint? checkpoint, CancellationToken ct) => _current = checkpoint;
+
+        public Image<Rgb24> Render(CellRequest cell, CancellationToken ct)
+        {
+            bool instance = cell.Prompt.Contains("ohwx", StringComparison.Ordinal);
+            var source = !instance || _current!.Epoch is null ? _camera : _current.Epoch == 2 ? _pasted : _astronaut;
+            return source.Clone(c => c.Resize(256, 256));
+        }
+
+        public void Dispose()
+        {
+            _astronaut.Dispose();
+            _camera.Dispose();
+            _pasted.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Scores_every_cell_summarises_per_checkpoint_suggests_the_one_that_is_alike_without_leaking_and_draws_the_scores()
+    {
+        using var astronaut = Image.Load<Rgb24>(TestPaths.Photo("astronaut.png"));
+        using var mirrorCrop = astronaut.Clone(c => c.Crop(new Rectangle(60, 0, 400, 460)).Flip(FlipMode.Horizontal));
+        var reference = IdentityReference.FromImages([("astronaut.png", astronaut), ("mirror-crop.png", mirrorCrop)], fx.Describer);
+        var checkpoints = new[]
+        {
+            new XYCheckpoint("/models/base.safetensors", "base model", null),
+            new XYCheckpoint("/runs/ohwx_0002.safetensors", "ohwx", 2),
+            new XYCheckpoint("/runs/ohwx_0004.safetensors", "ohwx", 4),
+        };
+        var spec = new XYPlotSpec { X = XYAxis.Checkpoints(checkpoints), Y = XYAxis.PromptSR(["ohwx man", "man"]), Prompt = "photo of ohwx man", Seed = 1 };
+        using var renderer = new PhotoRenderer();
+        using var plot = XYPlotEngine.Run(spec, renderer);
+        using var report = XYLikeness.Score(plot, new LikenessScorer(fx.Describer, reference));
+
+        // every cell scored by the scorer (same numbers as scoring the cell image directly)
+        Assert.Equal(6, report.Cells.Count);
+        var direct = new LikenessScorer(fx.Describer, reference).Score(plot[1, 0].Image);
+        Assert.Equal(direct.Distance, report[1, 0].Score.Distance);
+        Assert.True(report[1, 0].Score.SamePerson);             // epoch 2, ohwx man: the astronaut
+        Assert.True(report[2, 0].Score.SamePerson);             // epoch 4, ohwx man: the astronaut
+        Assert.False(report[0, 0].Score.SamePerson);            // base model: the cameraman
+        Assert.All(Enumerable.Range(0, 3), c => Assert.False(report[c, 1].InstanceRow));
+        // per checkpoint: the base is the baseline; epoch 4's context is the training photo's (ratio ≈ 0), epoch 2's is not
+        var (b, e2, e4) = (report.Checkpoints[0], report.Checkpoints[1], report.Checkpoints[2]);
+        Assert.True(b.Baseline);
+        Assert.Equal("base model", report.ReferenceColumn);
+        Assert.True(e4.ContextRatio < 0.2, $"epoch 4 context ratio {e4.ContextRatio}");
+        Assert.True(e2.ContextRatio > 0.75, $"epoch 2 context ratio {e2.ContextRatio}");
+        Assert.Equal(0, e2.ClassLikePerson);
+        // suggestion: epoch 2, and the reason names epoch 4's leak
+        Assert.Same(e2, report.Suggested);
+        Assert.Contains("epoch 2: mean distance", report.Reason);
+        Assert.Contains("epoch 4", report.Reason);
+        Assert.Contains("leaks context", report.Reason);
+        // the grid shows the scores: a green band under same-person cells, red under the others
+        var rect = plot.Layout.CellRect(1, 0);
+        var green = report.Grid[rect.X + 1, rect.Bottom - 2];
+        Assert.True(green.G > green.R + 40, $"band under a same-person cell: {green}");
+        rect = plot.Layout.CellRect(0, 0);
+        var red = report.Grid[rect.X + 1, rect.Bottom - 2];
+        Assert.True(red.R > red.G + 40, $"band under a different-person cell: {red}");
+        Assert.Equal(plot.Grid[rect.X + 1, rect.Y + 1], report.Grid[rect.X + 1, rect.Y + 1]); // the image above the band is untouched
+        Console.WriteLine(report.Reason);
+        // as data
+        var json = report.ToJson();
+        Assert.Equal("epoch 2", (string)json["suggested"]!);
+        Assert.Equal(6, json["cells"]!.AsArray().Count);
+        Assert.Equal(3, json["checkpoints"]!.AsArray().Count);
+    }
+
+    [Fact]
+    public void Cells_without_faces_say_so_and_no_checkpoint_is_suggested()
+    {
+        using var astronaut = Image.Load<Rgb24>(TestPaths.Photo("astronaut.png"));
+        var reference = IdentityReference.FromImages([("astronaut.png", astronaut)], fx.Describer);
+        var spec = new XYPlotSpec { X = XYAxis.Checkpoints([new XYCheckpoint("/r/t_0001.safetensors", "t", 1), new XYCheckpoint("/r/t_0002.safetensors", "t", 2)]), Prompt = "ohwx man", Seed = 1 };
+        // a tiny model's output: flat colour, no face
+        using var plot = XYPlotEngine.Run(spec, (cell, _) => new Image<Rgb24>(64, 64, new Rgb24((byte)(40 * cell.Column), 120, 90)));
+        using var report = XYLikeness.Score(plot, new LikenessScorer(fx.Describer, reference));
+        Assert.All(report.Cells, c => Assert.False(c.Score.FaceFound));
+        Assert.Null(report.Suggested);
+        Assert.Contains("no face was found in any cell", report.Reason);
+        var rect = plot.Layout.CellRect(0, 0);
+        var grey = report.Grid[rect.X + 1, rect.Bottom - 2];
+        Assert.True(Math.Abs(grey.R - grey.G) < 30 && Math.Abs(grey.G - grey.B) < 40, $"grey band: {grey}");
+        Assert.Equal(1.0, report.Checkpoints[0].ContextRatio!.Value, 6); // the first column is the context reference without a baseline
+    }
+}
