@@ -10,8 +10,8 @@ namespace DreamBooth.Likeness;
 /// <summary>A detected face and its 128-d identity descriptor.</summary>
 public sealed record DescribedFace(FaceBox Box, float[] Descriptor, PointF[] CropCorners);
 
-/// <summary>Every face found in one image, largest first.</summary>
-public sealed record ImageFaces(int Width, int Height, IReadOnlyList<DescribedFace> Faces)
+/// <summary>Every face found in one image, largest first, and how many more were too small to describe.</summary>
+public sealed record ImageFaces(int Width, int Height, IReadOnlyList<DescribedFace> Faces, int TooSmall = 0)
 {
     /// <summary>
     /// The subject's face, or null: the most confident face among those at least a quarter the area of the largest.
@@ -40,6 +40,13 @@ public sealed class FaceDescriber : IDisposable
     readonly bool _ownsDetector;
     readonly FaceRecognitionNet _net;
     public FaceAlignOptions Align { get; }
+
+    /// <summary>
+    /// Faces whose box is narrower than this (pixels) are not described: the net sees a 150×150 crop, and below
+    /// ~32 px the crop is mostly interpolation (the descriptor of camera.png at half size, a 35 px face, is still 0.27
+    /// from the full-size one; BlazeFace also "finds" faces in 16×16 noise, which this keeps out).
+    /// </summary>
+    public const float MinFaceSize = 32;
 
     FaceDescriber(BlazeFaceDetector detector, bool ownsDetector, FaceRecognitionNet net, FaceAlignOptions align)
     {
@@ -88,15 +95,17 @@ public sealed class FaceDescriber : IDisposable
     /// <summary>All faces of an image with their descriptors, largest first.</summary>
     public ImageFaces Describe(Image<Rgb24> image, CancellationToken ct = default)
     {
-        var found = _detector.Detect(image, ct).Faces.OrderByDescending(f => f.Area).ToList();
-        if (found.Count == 0) return new ImageFaces(image.Width, image.Height, []);
+        var all = _detector.Detect(image, ct).Faces;
+        var found = all.Where(f => f.Width >= MinFaceSize).OrderByDescending(f => f.Area).ToList();
+        int tooSmall = all.Count - found.Count;
+        if (found.Count == 0) return new ImageFaces(image.Width, image.Height, [], tooSmall);
         var crops = new List<AlignedFace>(found.Count);
         try
         {
             foreach (var f in found) crops.Add(FaceAligner.Align(image, f, Align));
             var descriptors = DescribeCrops(crops.Select(c => c.Image).ToList());
             return new ImageFaces(image.Width, image.Height,
-                found.Select((f, i) => new DescribedFace(f, descriptors[i], crops[i].Corners)).ToList());
+                found.Select((f, i) => new DescribedFace(f, descriptors[i], crops[i].Corners)).ToList(), tooSmall);
         }
         finally
         {

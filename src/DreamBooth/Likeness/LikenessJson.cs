@@ -13,6 +13,7 @@ public static class LikenessJson
     {
         ["name"] = name,
         ["faces"] = s.Faces,
+        ["small_faces"] = s.SmallFaces,
         ["distance"] = R(s.Distance),
         ["same_person"] = s.FaceFound ? s.SamePerson : null,
         ["min_distance"] = R(s.MinDistance),

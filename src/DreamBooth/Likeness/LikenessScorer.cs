@@ -10,8 +10,10 @@ namespace DreamBooth.Likeness;
 /// </summary>
 public sealed record LikenessScore
 {
-    /// <summary>Faces found (BlazeFace, human faces only).</summary>
+    /// <summary>Faces found and described (BlazeFace, human faces only, at least <see cref="FaceDescriber.MinFaceSize"/> px wide).</summary>
     public int Faces { get; init; }
+    /// <summary>Faces found but too small to describe.</summary>
+    public int SmallFaces { get; init; }
     /// <summary>Mean descriptor distance of the main face to the reference photos (lower = more alike; &lt; 0.6 = same person); null without a face.</summary>
     public double? Distance { get; init; }
     /// <summary>Distance to the closest reference photo, and which.</summary>
@@ -27,7 +29,7 @@ public sealed record LikenessScore
     public bool SamePerson => Distance < FaceDistance.Threshold;
 
     /// <summary>"0.42 ✓" / "0.71" / "no face", for grid captions.</summary>
-    public string ShortText => Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) + (SamePerson ? " ✓" : "") : "no face";
+    public string ShortText => Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) + (SamePerson ? " ✓" : "") : SmallFaces > 0 ? "face too small" : "no face";
 }
 
 /// <summary>
@@ -46,6 +48,7 @@ public sealed class LikenessScorer(FaceDescriber describer, IdentityReference re
         var score = new LikenessScore
         {
             Faces = faces.Faces.Count,
+            SmallFaces = faces.TooSmall,
             ContextDistance = context?.Distance,
             NearestContextPhoto = context?.Photo,
         };
