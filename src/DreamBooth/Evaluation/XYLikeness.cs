@@ -27,6 +27,13 @@ public sealed record XYLikenessOptions
     public XYCheckpoint? Baseline { get; init; }
 
     public static XYLikenessOptions Default { get; } = new();
+
+    /// <summary>The options for a concept: the instance token is the first word of the instance prompt that the class prompt lacks ("ohwx man" / "man" → "ohwx").</summary>
+    public static XYLikenessOptions For(string instancePrompt, string classPrompt)
+    {
+        var classWords = classPrompt.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        return new XYLikenessOptions { InstanceToken = instancePrompt.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault(w => !classWords.Contains(w)) };
+    }
 }
 
 /// <summary>One cell's likeness and whether its row asks for the subject.</summary>
@@ -139,7 +146,9 @@ public static class XYLikeness
             progress?.Report(cells.Count);
         }
         var (checkpoints, reference) = Summarise(cells, options);
-        var (suggested, reason) = Suggest(checkpoints, cells, reference, options);
+        var (suggested, reason) = scorer.Reference.WithFace.Count == 0
+            ? (null, $"none of the {scorer.Reference.Photos.Count} instance photo(s) shows a face, so there is no identity to compare with (the toy world's figures have no faces: its probe, `dreambooth toy probe`, measures the subject instead); the context distances are still measured")
+            : Suggest(checkpoints, cells, reference, options);
         return new XYLikenessReport
         {
             Plot = plot, Cells = cells, Checkpoints = checkpoints, ReferenceColumn = reference?.Label, Suggested = suggested, Reason = reason,

@@ -29,9 +29,14 @@ public sealed class IdentityReference
     public IReadOnlyList<SkippedFile> Skipped { get; }
     public IReadOnlyList<ReferencePhoto> WithFace => Photos.Where(p => p.Descriptor is not null).ToList();
 
-    public IdentityReference(IReadOnlyList<ReferencePhoto> photos, IReadOnlyList<SkippedFile>? skipped = null)
+    /// <param name="requireFace">
+    /// Refuse a reference without any face (the CLI's behaviour). Notebooks pass false so that a faceless subject — the
+    /// toy world's figures — still gets its context scores, with the likeness reported as unavailable.
+    /// </param>
+    public IdentityReference(IReadOnlyList<ReferencePhoto> photos, IReadOnlyList<SkippedFile>? skipped = null, bool requireFace = true)
     {
-        if (!photos.Any(p => p.Descriptor is not null))
+        if (photos.Count == 0) throw new DreamBoothException("likeness reference: no readable images");
+        if (requireFace && !photos.Any(p => p.Descriptor is not null))
             throw new DreamBoothException(photos.Count == 0
                 ? "likeness reference: no readable images"
                 : $"likeness reference: no face found in any of the {photos.Count} reference image(s) ({string.Join(", ", photos.Take(5).Select(p => p.Name))}{(photos.Count > 5 ? ", …" : "")})");
@@ -40,15 +45,15 @@ public sealed class IdentityReference
     }
 
     /// <summary>The reference from every image under <paramref name="folder"/> (recursively; unreadable files are listed in <see cref="Skipped"/>).</summary>
-    public static IdentityReference FromFolder(string folder, FaceDescriber describer, IProgress<string>? progress = null, CancellationToken ct = default)
+    public static IdentityReference FromFolder(string folder, FaceDescriber describer, IProgress<string>? progress = null, CancellationToken ct = default, bool requireFace = true)
     {
         if (!Directory.Exists(folder)) throw new DreamBoothException($"likeness reference folder not found: {folder}");
         var files = ImageIngest.ListFiles(folder);
         if (files.Count == 0) throw new DreamBoothException($"likeness reference folder {folder} holds no files");
-        return FromFiles(files.Select(f => (Path.GetRelativePath(folder, f).Replace(Path.DirectorySeparatorChar, '/'), f)).ToList(), describer, progress, ct);
+        return FromFiles(files.Select(f => (Path.GetRelativePath(folder, f).Replace(Path.DirectorySeparatorChar, '/'), f)).ToList(), describer, progress, ct, requireFace);
     }
 
-    public static IdentityReference FromFiles(IReadOnlyList<(string Name, string Path)> files, FaceDescriber describer, IProgress<string>? progress = null, CancellationToken ct = default)
+    public static IdentityReference FromFiles(IReadOnlyList<(string Name, string Path)> files, FaceDescriber describer, IProgress<string>? progress = null, CancellationToken ct = default, bool requireFace = true)
     {
         var photos = new List<ReferencePhoto>();
         var skipped = new List<SkippedFile>();
@@ -65,12 +70,12 @@ public sealed class IdentityReference
         }
         if (photos.Count == 0)
             throw new DreamBoothException($"likeness reference: none of the {files.Count} file(s) is a readable image ({string.Join("; ", skipped.Take(3).Select(s => $"{Path.GetFileName(s.Source)}: {s.Code}"))})");
-        return new IdentityReference(photos, skipped);
+        return new IdentityReference(photos, skipped, requireFace);
     }
 
     /// <summary>The reference from images in memory (name, image).</summary>
-    public static IdentityReference FromImages(IEnumerable<(string Name, Image<Rgb24> Image)> images, FaceDescriber describer, CancellationToken ct = default) =>
-        new(images.Select(i => Describe(i.Name, i.Image, describer, ct)).ToList());
+    public static IdentityReference FromImages(IEnumerable<(string Name, Image<Rgb24> Image)> images, FaceDescriber describer, CancellationToken ct = default, bool requireFace = true) =>
+        new(images.Select(i => Describe(i.Name, i.Image, describer, ct)).ToList(), null, requireFace);
 
     internal static ReferencePhoto Describe(string name, Image<Rgb24> image, FaceDescriber describer, CancellationToken ct)
     {
@@ -85,6 +90,7 @@ public sealed class IdentityReference
     /// <summary>Mean and minimum distance of <paramref name="descriptor"/> to the reference photos with a face.</summary>
     public IdentityMatch Match(float[] descriptor)
     {
+        if (WithFace.Count == 0) throw new InvalidOperationException("the likeness reference has no face to compare with");
         var distances = WithFace.Select(p => (p.Name, D: FaceDistance.Euclidean(descriptor, p.Descriptor!))).ToList();
         var nearest = distances.MinBy(d => d.D);
         return new IdentityMatch(distances.Average(d => d.D), nearest.D, nearest.Name);

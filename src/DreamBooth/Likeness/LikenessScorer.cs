@@ -53,6 +53,7 @@ public sealed class LikenessScorer(FaceDescriber describer, IdentityReference re
             NearestContextPhoto = context?.Photo,
         };
         if (faces.Main is not { } main) return score;
+        if (Reference.WithFace.Count == 0) return score with { Face = main.Box };
         var match = Reference.Match(main.Descriptor);
         return score with { Distance = match.Distance, MinDistance = match.MinDistance, NearestPhoto = match.Nearest, Face = main.Box };
     }
