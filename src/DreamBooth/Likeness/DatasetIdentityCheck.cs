@@ -73,6 +73,7 @@ public sealed class IdentityCheckReport
 /// Checks that instance photos show one person, usefully: describes every photo's faces and flags
 /// <see cref="SomeoneElse"/> (a photo far from the others while the others agree), <see cref="NearDuplicate"/>
 /// (the same shot twice: faces closer than 0.2, or the same whole-image hash, mirrored included),
+/// <see cref="MixedIdentities"/> (no identity shared by most photos: the median distance between them is over 0.6),
 /// <see cref="NoFace"/> and <see cref="SeveralFaces"/>.
 /// </summary>
 public static class DatasetIdentityCheck
@@ -81,6 +82,7 @@ public static class DatasetIdentityCheck
     public const string NearDuplicate = "near-duplicate";
     public const string NoFace = "no-face";
     public const string SeveralFaces = "several-faces";
+    public const string MixedIdentities = "mixed-identities";
 
     /// <summary>Checks the images a preparation run produced (the training images, in manifest order).</summary>
     public static IdentityCheckReport Run(DatasetReport prepared, FaceDescriber describer, IdentityCheckOptions? options = null, IProgress<string>? progress = null, CancellationToken ct = default) =>
@@ -138,8 +140,11 @@ public static class DatasetIdentityCheck
 
         var issues = new List<IdentityCheckIssue>();
         string F(double v) => v.ToString("0.00", CultureInfo.InvariantCulture);
-        foreach (var p in rows.Where(p => p.Faces == 0))
-            issues.Add(new IdentityCheckIssue(NoFace, [p.Name], $"{p.Name}: no face found (the likeness score cannot use it; is the face small, turned away or covered?)"));
+        for (int i = 0; i < n; i++)
+            if (photos[i].Faces == 0)
+                issues.Add(new IdentityCheckIssue(NoFace, [photos[i].Name], photos[i].SmallFaces > 0
+                    ? $"{photos[i].Name}: the face is under {FaceDescriber.MinFaceSize:0} px, too small to describe (a larger output size or a closer crop helps)"
+                    : $"{photos[i].Name}: no face found (the likeness score cannot use it; is the face small, turned away or covered?)"));
         foreach (var p in rows.Where(p => p.Faces > 1))
             issues.Add(new IdentityCheckIssue(SeveralFaces, [p.Name], $"{p.Name}: {p.Faces} faces; the most confident large one is taken as the subject, the others will be learned too"));
 
@@ -158,6 +163,16 @@ public static class DatasetIdentityCheck
                     issues.Add(new IdentityCheckIssue(SomeoneElse, [photos[i].Name],
                         $"{photos[i].Name}: median distance {F(m)} to the other photos, which are {F(restMedian)} apart among themselves: probably someone else"));
             }
+
+        // no majority: most pairs are different people, so no single photo stands out as "someone else"
+        if (withFace.Count >= 3 && !issues.Any(i => i.Kind == SomeoneElse))
+        {
+            var pairs = withFace.SelectMany(a => withFace.Where(b => b > a).Select(b => dist[a][b]!.Value)).ToList();
+            double median = Median(pairs);
+            if (median >= options.SomeoneElse)
+                issues.Add(new IdentityCheckIssue(MixedIdentities, withFace.Select(i => photos[i].Name).ToList(),
+                    $"no identity is shared by most photos: the median distance between the {withFace.Count} faces is {F(median)} (same person < {F(options.SomeoneElse)}); these look like different people"));
+        }
 
         // near-duplicates: the same shot twice (face distance or whole-image hash, mirror included)
         for (int i = 0; i < n; i++)

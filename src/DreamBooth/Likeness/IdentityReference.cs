@@ -5,7 +5,7 @@ using SixLabors.ImageSharp.PixelFormats;
 namespace DreamBooth.Likeness;
 
 /// <summary>One photo of the reference set: its faces, the descriptor of its main face (null: none found), its context and whole-image hashes (plain, mirrored).</summary>
-public sealed record ReferencePhoto(string Name, int Faces, float[]? Descriptor, ContextSignature Context, ulong Hash = 0, ulong MirrorHash = 0);
+public sealed record ReferencePhoto(string Name, int Faces, float[]? Descriptor, ContextSignature Context, ulong Hash = 0, ulong MirrorHash = 0, int SmallFaces = 0);
 
 /// <summary>How close a face is to the reference identity.</summary>
 /// <param name="Distance">Mean Euclidean distance to the descriptors of the reference photos (the score; same scale as the 0.6 threshold).</param>
@@ -81,7 +81,7 @@ public sealed class IdentityReference
     {
         var faces = describer.Describe(image, ct);
         return new ReferencePhoto(name, faces.Faces.Count, faces.Main?.Descriptor, ContextSignature.From(image, faces.Faces.Select(f => f.Box).ToList()),
-            DatasetIdentityCheck.DifferenceHash(image, false), DatasetIdentityCheck.DifferenceHash(image, true));
+            DatasetIdentityCheck.DifferenceHash(image, false), DatasetIdentityCheck.DifferenceHash(image, true), faces.TooSmall);
     }
 
     /// <summary>The dataset identity check of the reference photos (someone else, near-duplicates, no/several faces).</summary>

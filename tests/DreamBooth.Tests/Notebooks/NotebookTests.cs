@@ -75,6 +75,13 @@ public class PrepareDataNotebookTests
         Assert.Contains(html, h => h.Contains("Plotly.newPlot") && h.Contains("\"type\":\"bar\"") && h.Contains("768x1024"));
         Assert.Contains(">500<", all.Replace(" ", "")); // needed = 5 prepared × 100
         Assert.True(File.Exists(Path.Combine(work, "01-prepare-data", "focal-768x1024", "manifest.json")));
+        // the identity check of the prepared images: the astronaut and the cameraman are two people, three photos have no face
+        var check = Assert.Single(html, h => h.Contains("dreambooth-identity-check"));
+        // (the cat's upscaled crop may pass for a face: the check then sees three identities; either way astronaut and camera are flagged)
+        Assert.Contains("identity check: 5 photo(s)", check);
+        Assert.Matches("<td style=\"text-align:left\">(someone-else|mixed-identities)</td><td style=\"text-align:left\">astronaut.png, camera.png", check);
+        Assert.Contains("<td style=\"text-align:left\">no-face</td><td style=\"text-align:left\">coffee.png</td>", check);
+        Assert.Contains("<td style=\"text-align:left\">no-face</td><td style=\"text-align:left\">rocket.jpg</td>", check);
     }
 }
 
