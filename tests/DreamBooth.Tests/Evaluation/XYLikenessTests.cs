@@ -93,6 +93,20 @@ public class XYLikenessTests(DescriberFixture fx) : IClassFixture<DescriberFixtu
         Assert.True(red.R > red.G + 40, $"band under a different-person cell: {red}");
         Assert.Equal(plot.Grid[rect.X + 1, rect.Y + 1], report.Grid[rect.X + 1, rect.Y + 1]); // the image above the band is untouched
         Console.WriteLine(report.Reason);
+        // the chart: a line per prompt over epochs 2 and 4, the base model's level dashed, the 0.6 line, the context ratio on the right axis
+        var chart = DreamBooth.Interactive.LikenessView.Chart(report);
+        var names = chart.Data.Select(t => (string)t!["name"]!).ToList();
+        Assert.Contains("photo of ohwx man", names);
+        Assert.Contains("photo of man (class)", names);
+        Assert.Contains("photo of ohwx man: base model", names);
+        Assert.Contains("same-person threshold 0.6", names);
+        var ohwx = chart.Data.First(t => (string)t!["name"]! == "photo of ohwx man")!;
+        Assert.Equal([2.0, 4.0], ohwx["x"]!.AsArray().Select(v => (double)v!));
+        Assert.Equal(e2.Distance!.Value, (double)ohwx["y"]![0]!, 9);
+        var baseLevel = chart.Data.First(t => (string)t!["name"]! == "photo of ohwx man: base model")!;
+        Assert.Equal(b.Distance!.Value, (double)baseLevel["y"]![0]!, 9);
+        Assert.Equal("dash", (string)baseLevel["line"]!["dash"]!);
+        Assert.Contains(chart.Data, t => (string?)t!["yaxis"] == "y2");
         // as data
         var json = report.ToJson();
         Assert.Equal("epoch 2", (string)json["suggested"]!);
