@@ -29,11 +29,8 @@ public sealed record XYLikenessOptions
     public static XYLikenessOptions Default { get; } = new();
 
     /// <summary>The options for a concept: the instance token is the first word of the instance prompt that the class prompt lacks ("ohwx man" / "man" → "ohwx").</summary>
-    public static XYLikenessOptions For(string instancePrompt, string classPrompt)
-    {
-        var classWords = classPrompt.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        return new XYLikenessOptions { InstanceToken = instancePrompt.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault(w => !classWords.Contains(w)) };
-    }
+    public static XYLikenessOptions For(string instancePrompt, string classPrompt) =>
+        new() { InstanceToken = FaceDistance.InstanceToken(instancePrompt, classPrompt) };
 }
 
 /// <summary>One cell's likeness and whether its row asks for the subject.</summary>

@@ -168,6 +168,13 @@ public static class FaceDistance
     /// <summary>dlib's and face-api's same-person threshold on the Euclidean distance of two descriptors.</summary>
     public const double Threshold = 0.6;
 
+    /// <summary>The word that marks a prompt as asking for the subject: the first word of the instance prompt the class prompt lacks ("ohwx man" / "man" → "ohwx"; null if none).</summary>
+    public static string? InstanceToken(string instancePrompt, string classPrompt)
+    {
+        var classWords = classPrompt.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        return instancePrompt.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries).FirstOrDefault(w => !classWords.Contains(w));
+    }
+
     public static double Euclidean(float[] a, float[] b)
     {
         if (a.Length != b.Length) throw new ArgumentException($"descriptors of different lengths ({a.Length}, {b.Length})");

@@ -87,7 +87,7 @@ public sealed class DreamBoothTrainer : IDisposable
         _c = config;
         _sd = model;
         _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config) : null);
-        _previewScorer = previewScorer ?? (config.PreviewLikeness ? DreamBooth.Likeness.LikenessPreviewScorer.For(config) : null);
+        _previewScorer = previewScorer ?? (config.PreviewLikeness ? LikenessPreviewScorer.For(config) : null);
         _device = ResolveDevice(config.Device);
         model.Vae.to(_device);
         model.UNet.to(_device);

@@ -8,7 +8,7 @@ public sealed record PreviewScores(IReadOnlyList<double?> Values, double? Mean, 
 
 /// <summary>
 /// Measures the preview images the trainer just rendered (e.g. the face likeness to the instance photos:
-/// <c>DreamBooth.Likeness.LikenessPreviewScorer</c>, switched on by <c>preview_likeness</c>). The trainer puts the mean
+/// <see cref="LikenessPreviewScorer"/>, switched on by <c>preview_likeness</c>). The trainer puts the mean
 /// into the Preview event (<see cref="TrainingEvent.Likeness"/>); the scorer keeps its own log beside the loss log.
 /// </summary>
 public interface IPreviewScorer

@@ -1,9 +1,8 @@
 using System.Globalization;
 using DreamBooth.Data;
-using DreamBooth.Evaluation;
-using DreamBooth.Training;
+using DreamBooth.Likeness;
 
-namespace DreamBooth.Likeness;
+namespace DreamBooth.Training;
 
 /// <summary>
 /// The face likeness of training previews (config <c>preview_likeness</c>): each preview is scored against the
@@ -43,7 +42,7 @@ public sealed class LikenessPreviewScorer : IPreviewScorer
             catch (DreamBoothException e) { throw new DreamBoothException($"preview_likeness: {e.Message}"); }
         }
         var concept = config.Concepts[0];
-        return new LikenessPreviewScorer(reference, config.OutputDir, XYLikenessOptions.For(concept.InstancePrompt, concept.ClassPrompt).InstanceToken);
+        return new LikenessPreviewScorer(reference, config.OutputDir, FaceDistance.InstanceToken(concept.InstancePrompt, concept.ClassPrompt));
     }
 
     public PreviewScores Score(IReadOnlyList<string> files, IReadOnlyList<string> prompts, int epoch, int step)
