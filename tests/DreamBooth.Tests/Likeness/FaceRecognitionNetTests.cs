@@ -32,3 +32,29 @@ public class FaceRecognitionNetTests(DescriberFixture fx) : IClassFixture<Descri
         }
     }
 }
+
+[Collection(DreamBooth.Tests.Models.SerialModelTests.Name)]
+public class FaceRecognitionNetResourceTests
+{
+    [Fact]
+    public void Describing_leaves_no_tensor_behind()
+    {
+        using var net = FaceDescriber.LoadNet();
+        using var crop = Image.Load<Rgb24>(Path.Combine(LikenessFixtures.Crops, "faceapi-astronaut.png"));
+        FaceDescriber.DescribeCrops(net, [crop]); // warm-up
+        long before = DreamBooth.Tests.Models.ModelTestSupport.SettledTensorCount();
+        // no collection while describing: a tensor left to the finalizer would otherwise vanish from the count
+        Assert.True(GC.TryStartNoGCRegion(32_000_000), "could not suspend the GC");
+        long after;
+        try
+        {
+            for (int i = 0; i < 3; i++) FaceDescriber.DescribeCrops(net, [crop, crop]);
+            after = TorchSharp.torch.Tensor.TotalCount;
+        }
+        finally
+        {
+            if (System.Runtime.GCSettings.LatencyMode == System.Runtime.GCLatencyMode.NoGCRegion) GC.EndNoGCRegion();
+        }
+        Assert.Equal(before, after);
+    }
+}
