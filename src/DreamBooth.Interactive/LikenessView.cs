@@ -26,8 +26,8 @@ public static class LikenessView
 
     /// <summary>
     /// Likeness per checkpoint, one line per prompt (mean distance of its cells with a face; gaps where none), the base
-    /// model's value for each prompt as a dashed level, the 0.6 threshold, and the context ratio against the base model
-    /// (right axis: below 0.75 the training photos' context comes back).
+    /// model's value for each prompt as a dashed level, the 0.6 threshold, and the share of context cells that leak
+    /// (right axis: their context is closer to a training photo than to the base model's picture for the same prompt and seed).
     /// </summary>
     public static PlotlyFigure Chart(XYLikenessReport report)
     {
@@ -52,11 +52,11 @@ public static class LikenessView
         }
         if (xs.Count > 0)
             series.Add(new Charts.Series($"same-person threshold {F(FaceDistance.Threshold, "0.0")}", [xs[0], xs[^1]], [FaceDistance.Threshold, FaceDistance.Threshold], "#888888", 1, 0.8, "dot"));
-        if (columns.Any(c => c.ContextRatio is not null))
-            series.Add(new Charts.Series($"context vs {report.ReferenceColumn ?? "first column"} (right axis)", xs,
-                columns.Select(c => c.ContextRatio ?? double.NaN).ToList(), "#444444", 1.5, 0.8, "dashdot", "y2"));
+        if (columns.Any(c => c.LeakShare is not null))
+            series.Add(new Charts.Series("context cells leaking training-photo context (right axis)", xs,
+                columns.Select(c => c.LeakShare ?? double.NaN).ToList(), "#444444", 1.5, 0.8, "dashdot", "y2"));
         return Charts.Lines("Likeness per checkpoint (face distance to the instance photos, lower = more alike)",
-            epochs ? "epoch" : "checkpoint", "face distance", series, y2Title: "context ratio (1 = as far as the base model)");
+            epochs ? "epoch" : "checkpoint", "face distance", series, y2Title: $"leaking share (closer to a training photo than to {report.ReferenceColumn ?? "the first column"}'s picture)");
     }
 
     public static string ToHtml(XYLikenessReport report)
@@ -66,15 +66,16 @@ public static class LikenessView
         if (report.Suggested?.Checkpoint?.Path is { } path) sb.Append(" — <code>").Append(Html.Encode(path)).Append("</code>");
         sb.Append("</div><div>").Append(Html.Encode(report.Reason)).Append("</div>");
         sb.Append("<details open><summary>the grid with each cell's likeness (✓ = under ")
-          .Append(F(FaceDistance.Threshold, "0.0")).Append("; subject rows green/red, class rows blue/orange, grey = no face; ctx = context distance to the nearest instance photo)</summary>")
+          .Append(F(FaceDistance.Threshold, "0.0")).Append("; subject rows green/red, class rows blue/orange, grey = no face; leak = the background, clothes and framing are closer to a training photo than to the base model's picture)</summary>")
           .Append(Html.Img(report.Grid, "x/y plot with likeness scores", maxWidth: Math.Min(report.Grid.Width, 1024))).Append("</details>");
         sb.Append(Charts.ToHtml(Chart(report)));
-        sb.Append(DatasetReportView.Table(["checkpoint", "face distance", "subject cells with a face", "under 0.6", "context distance", "context ratio", "class cells like the person"],
+        sb.Append(DatasetReportView.Table(["checkpoint", "face distance", "subject cells with a face", "under 0.6", "context ΔE to the nearest training photo", $"context ΔE to {report.ReferenceColumn ?? "the first column"}", "leaking context cells", "class cells like the person"],
             report.Checkpoints.Select(c => new[]
             {
                 c.Label + (c.Baseline ? " (baseline)" : "") + (ReferenceEquals(c, report.Suggested) ? " ← suggested" : ""),
                 F(c.Distance), $"{c.InstanceFaces}/{c.InstanceCells}", c.SamePerson.ToString(CultureInfo.InvariantCulture),
-                F(c.ContextDistance, "0.0"), F(c.ContextRatio), c.ClassCells == 0 ? "–" : $"{c.ClassLikePerson}/{c.ClassCells}",
+                F(c.ContextDistance, "0.0"), F(c.BaseContextDistance, "0.0"), c.ContextCells == 0 ? "–" : $"{c.LeakingCells}/{c.ContextCells}",
+                c.ClassCells == 0 ? "–" : $"{c.ClassLikePerson}/{c.ClassCells}",
             })));
         sb.Append("<div style=\"font-size:smaller\">").Append(Html.Encode(
             $"face distance: {LikenessJson.Metric}; same person under {F(FaceDistance.Threshold, "0.0")}. context: {LikenessJson.ContextMetric}. " +

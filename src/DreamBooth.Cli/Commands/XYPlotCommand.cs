@@ -82,7 +82,7 @@ public sealed class XYPlotCommand : ICliCommand
                 AtomicFile.Write(stem + "-likeness.json", s => s.Write(Encoding.UTF8.GetBytes(json + "\n")));
                 foreach (var c in likeness.Checkpoints)
                     w.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"likeness {c.Label}{(c.Baseline ? " (baseline)" : "")}: distance {(c.Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) : "no face")} ({c.SamePerson}/{c.InstanceCells} under {FaceDistance.Threshold}), context ratio {(c.ContextRatio is double r ? r.ToString("0.00", CultureInfo.InvariantCulture) : "–")}"));
+                        $"likeness {c.Label}{(c.Baseline ? " (baseline)" : "")}: distance {(c.Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) : "no face")} ({c.SamePerson}/{c.InstanceCells} under {FaceDistance.Threshold}), leaking context cells {(c.ContextCells == 0 ? "–" : $"{c.LeakingCells}/{c.ContextCells}")}"));
                 w.WriteLine($"suggested: {likeness.Suggested?.Label ?? "none"}: {likeness.Reason}");
                 w.WriteLine($"saved {stem}-likeness.png and {stem}-likeness.json");
             }

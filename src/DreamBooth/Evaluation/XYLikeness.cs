@@ -17,10 +17,11 @@ public sealed record XYLikenessOptions
     /// </summary>
     public string? InstanceToken { get; init; } = "ohwx";
     /// <summary>
-    /// A checkpoint leaks context when its cells' context distance to the nearest instance photo falls below this
-    /// fraction of the reference column's (the base model's, else the first checkpoint's), on the same prompts and seed.
+    /// A checkpoint leaks context when at least this fraction of its context cells leak. A cell leaks when its context
+    /// (everything but the face) is closer to a training photo than to the reference column's cell (the base model's
+    /// picture for the same prompt and seed).
     /// </summary>
-    public double LeakRatio { get; init; } = 0.75;
+    public double LeakFraction { get; init; } = 0.5;
     /// <summary>Checkpoints within this much of the best likeness count as equally alike; the earliest of them is suggested.</summary>
     public double Tie { get; init; } = 0.02;
     /// <summary>The baseline column; null = the first checkpoint without an epoch when others have one (e.g. "base model").</summary>
@@ -33,8 +34,12 @@ public sealed record XYLikenessOptions
         new() { InstanceToken = FaceDistance.InstanceToken(instancePrompt, classPrompt) };
 }
 
-/// <summary>One cell's likeness and whether its row asks for the subject.</summary>
-public sealed record XYCellLikeness(CellRequest Cell, LikenessScore Score, bool InstanceRow);
+/// <summary>One cell's likeness, whether its row asks for the subject, and its context compared with the base model's cell.</summary>
+/// <param name="InstanceRow">The prompt holds the instance token.</param>
+/// <param name="ContextRow">A subject row that asks for more than the plain subject prompt (its context should follow the prompt, not the photos).</param>
+/// <param name="BaseContextDistance">Context distance (ΔE, faces masked) to the reference column's cell of the same row: what the base model drew for this prompt and seed.</param>
+/// <param name="Leaks">A context cell whose context is closer to a training photo than to the base model's picture.</param>
+public sealed record XYCellLikeness(CellRequest Cell, LikenessScore Score, bool InstanceRow, bool ContextRow = false, double? BaseContextDistance = null, bool Leaks = false);
 
 /// <summary>One checkpoint (column) summarised over its cells.</summary>
 public sealed record XYCheckpointLikeness
@@ -48,10 +53,15 @@ public sealed record XYCheckpointLikeness
     public int InstanceFaces { get; init; }
     /// <summary>Instance cells under the 0.6 threshold.</summary>
     public int SamePerson { get; init; }
-    /// <summary>Mean context distance of the instance cells to their nearest instance photo.</summary>
+    /// <summary>Mean context distance of the context cells to their nearest instance photo.</summary>
     public double? ContextDistance { get; init; }
-    /// <summary><see cref="ContextDistance"/> divided by the reference column's on the same rows (1 = as far as the base model).</summary>
-    public double? ContextRatio { get; init; }
+    /// <summary>Mean context distance of the context cells to the base model's cells (same prompt and seed).</summary>
+    public double? BaseContextDistance { get; init; }
+    /// <summary>Subject cells that add context to the subject prompt, and how many of them leak (closer to a training photo than to the base model's picture).</summary>
+    public int ContextCells { get; init; }
+    public int LeakingCells { get; init; }
+    /// <summary>Leaking share of the context cells (null: no context cell to judge).</summary>
+    public double? LeakShare => ContextCells == 0 ? null : (double)LeakingCells / ContextCells;
     public int ClassCells { get; init; }
     /// <summary>Class-row cells whose face is the subject (&lt; 0.6): the class drifts towards the person.</summary>
     public int ClassLikePerson { get; init; }
@@ -68,7 +78,7 @@ public sealed class XYLikenessReport : IDisposable
     public required IReadOnlyList<XYCellLikeness> Cells { get; init; }
     /// <summary>Per checkpoint, in the plot's checkpoint order (one group "model" when the checkpoint is not an axis).</summary>
     public required IReadOnlyList<XYCheckpointLikeness> Checkpoints { get; init; }
-    /// <summary>The column the context ratios are relative to (the baseline, else the first checkpoint), or null.</summary>
+    /// <summary>The column context is compared with (the baseline, else the first checkpoint), or null.</summary>
     public string? ReferenceColumn { get; init; }
     public XYCheckpointLikeness? Suggested { get; init; }
     public required string Reason { get; init; }
@@ -108,7 +118,8 @@ public sealed class XYLikenessReport : IDisposable
         {
             ["label"] = c.Label, ["path"] = c.Checkpoint?.Path, ["epoch"] = c.Checkpoint?.Epoch, ["baseline"] = c.Baseline,
             ["distance"] = LikenessJson.R(c.Distance), ["instance_cells"] = c.InstanceCells, ["instance_faces"] = c.InstanceFaces,
-            ["same_person"] = c.SamePerson, ["context_distance"] = LikenessJson.R(c.ContextDistance), ["context_ratio"] = LikenessJson.R(c.ContextRatio),
+            ["same_person"] = c.SamePerson, ["context_distance"] = LikenessJson.R(c.ContextDistance), ["base_context_distance"] = LikenessJson.R(c.BaseContextDistance),
+            ["context_cells"] = c.ContextCells, ["leaking_cells"] = c.LeakingCells,
             ["class_cells"] = c.ClassCells, ["class_like_person"] = c.ClassLikePerson,
         }).ToArray()),
         ["cells"] = new JsonArray(Cells.Select(c =>
@@ -120,6 +131,9 @@ public sealed class XYLikenessReport : IDisposable
             o["prompt"] = c.Cell.Prompt;
             o["seed"] = c.Cell.Seed;
             o["instance_row"] = c.InstanceRow;
+            o["context_row"] = c.ContextRow;
+            o["base_context_distance"] = LikenessJson.R(c.BaseContextDistance);
+            o["leaks"] = c.Leaks;
             return (JsonNode)o;
         }).ToArray()),
     };
@@ -142,6 +156,11 @@ public static class XYLikeness
             cells.Add(new XYCellLikeness(cell.Request, scorer.Score(cell.Image, ct), instance));
             progress?.Report(cells.Count);
         }
+        // context rows: subject rows asking for more than the plain subject prompt (the spec's prompt); if every subject
+        // row is the plain prompt (e.g. a seed axis), all of them
+        bool varied = cells.Any(c => c.InstanceRow && c.Cell.Prompt != plot.Spec.Prompt);
+        cells = cells.Select(c => c with { ContextRow = c.InstanceRow && (!varied || c.Cell.Prompt != plot.Spec.Prompt) }).ToList();
+        cells = Compare(cells, null, options);
         var (checkpoints, reference) = Summarise(cells, options);
         var (suggested, reason) = scorer.Reference.WithFace.Count == 0
             ? (null, $"none of the {scorer.Reference.Photos.Count} instance photo(s) shows a face, so there is no identity to compare with (the toy world's figures have no faces: its probe, `dreambooth toy probe`, measures the subject instead); the context distances are still measured")
@@ -153,35 +172,64 @@ public static class XYLikeness
         };
     }
 
+    /// <summary>The reference column: the baseline (option, else the first checkpoint without an epoch when others have one), else the first column.</summary>
+    static XYCheckpoint? ReferenceKey(IReadOnlyList<XYCellLikeness> cells, XYLikenessOptions options)
+    {
+        var all = cells.Select(c => c.Cell.Checkpoint).Distinct().ToList();
+        var baseline = options.Baseline ?? (all.Any(c => c?.Epoch is not null) ? all.FirstOrDefault(c => c is not null && c.Epoch is null) : null);
+        return baseline ?? all[0];
+    }
+
+    static bool IsBaseline(XYCheckpoint? c, IReadOnlyList<XYCellLikeness> cells, XYLikenessOptions options)
+    {
+        var all = cells.Select(x => x.Cell.Checkpoint).Distinct().ToList();
+        var baseline = options.Baseline ?? (all.Any(x => x?.Epoch is not null) ? all.FirstOrDefault(x => x is not null && x.Epoch is null) : null);
+        return baseline is not null && Equals(c, baseline);
+    }
+
+    /// <summary>Each cell's context against the reference column's cell of the same row (same prompt and seed), and whether it leaks.</summary>
+    internal static List<XYCellLikeness> Compare(List<XYCellLikeness> cells, XYCheckpoint? reference, XYLikenessOptions options)
+    {
+        var refKey = reference ?? ReferenceKey(cells, options);
+        var refCells = cells.Where(c => Equals(c.Cell.Checkpoint, refKey)).ToList();
+        return cells.Select(c =>
+        {
+            var r = refCells.FirstOrDefault(x => x.Cell.Row == c.Cell.Row && x.Cell.Prompt == c.Cell.Prompt && x.Cell.Seed == c.Cell.Seed);
+            double? toBase = r is null || ReferenceEquals(r, c) || c.Score.Context is null || r.Score.Context is null ? null : c.Score.Context.Distance(r.Score.Context);
+            bool leaks = c.ContextRow && toBase is double b && c.Score.ContextDistance is double t && t < b;
+            return c with { BaseContextDistance = toBase, Leaks = leaks };
+        }).ToList();
+    }
+
     internal static (List<XYCheckpointLikeness> Checkpoints, XYCheckpointLikeness? Reference) Summarise(IReadOnlyList<XYCellLikeness> cells, XYLikenessOptions options)
     {
-        var groups = cells.GroupBy(c => c.Cell.Checkpoint).ToList(); // first-appearance order = the plot's checkpoint order
-        var all = groups.Select(g => g.Key).ToList();
-        var baseline = options.Baseline ?? (all.Any(c => c?.Epoch is not null) ? all.FirstOrDefault(c => c is not null && c.Epoch is null) : null);
-        // the reference column for context ratios: the baseline, else the first checkpoint
-        var refKey = baseline ?? all[0];
-        var refCells = groups.First(g => Equals(g.Key, refKey)).Where(c => c.InstanceRow).ToList();
+        var refKey = ReferenceKey(cells, options);
         var list = new List<XYCheckpointLikeness>();
-        foreach (var g in groups)
+        foreach (var g in cells.GroupBy(c => c.Cell.Checkpoint)) // first-appearance order = the plot's checkpoint order
         {
             var inst = g.Where(c => c.InstanceRow).ToList();
             var withFace = inst.Where(c => c.Score.Distance is not null).ToList();
-            var ctx = inst.Where(c => c.Score.ContextDistance is not null).ToList();
-            // ratio on matching cells only (same row: same prompt and seed)
-            var ratios = ctx.Select(c => (c, r: refCells.FirstOrDefault(r => r.Cell.Row == c.Cell.Row && r.Cell.Prompt == c.Cell.Prompt && r.Cell.Seed == c.Cell.Seed)))
-                .Where(p => p.r?.Score.ContextDistance is > 0).Select(p => p.c.Score.ContextDistance!.Value / p.r!.Score.ContextDistance!.Value).ToList();
+            var ctx = g.Where(c => c.ContextRow).ToList();
             var cls = g.Where(c => !c.InstanceRow).ToList();
             list.Add(new XYCheckpointLikeness
             {
-                Label = g.Key?.Label ?? "model", Checkpoint = g.Key, Baseline = baseline is not null && Equals(g.Key, baseline),
+                Label = g.Key?.Label ?? "model", Checkpoint = g.Key, Baseline = IsBaseline(g.Key, cells, options),
                 Distance = withFace.Count == 0 ? null : withFace.Average(c => c.Score.Distance!.Value),
                 InstanceCells = inst.Count, InstanceFaces = withFace.Count, SamePerson = withFace.Count(c => c.Score.SamePerson),
-                ContextDistance = ctx.Count == 0 ? null : ctx.Average(c => c.Score.ContextDistance!.Value),
-                ContextRatio = ratios.Count == 0 ? null : ratios.Average(),
+                ContextDistance = Mean(ctx.Select(c => c.Score.ContextDistance)),
+                BaseContextDistance = Equals(g.Key, refKey) ? null : Mean(ctx.Select(c => c.BaseContextDistance)),
+                ContextCells = Equals(g.Key, refKey) ? 0 : ctx.Count(c => c.BaseContextDistance is not null && c.Score.ContextDistance is not null),
+                LeakingCells = ctx.Count(c => c.Leaks),
                 ClassCells = cls.Count, ClassLikePerson = cls.Count(c => c.Score.SamePerson),
             });
         }
         return (list, list.FirstOrDefault(c => Equals(c.Checkpoint, refKey)));
+    }
+
+    static double? Mean(IEnumerable<double?> values)
+    {
+        var v = values.Where(x => x is not null).Select(x => x!.Value).ToList();
+        return v.Count == 0 ? null : v.Average();
     }
 
     internal static (XYCheckpointLikeness? Suggested, string Reason) Suggest(IReadOnlyList<XYCheckpointLikeness> checkpoints, IReadOnlyList<XYCellLikeness> cells,
@@ -193,10 +241,12 @@ public static class XYLikeness
             return (null, "no face was found in any cell: the likeness score needs human faces (the toy world's figures have none; its probe measures the subject instead)");
         var candidates = checkpoints.Where(c => !c.Baseline).ToList();
         int baseDrift = checkpoints.FirstOrDefault(c => c.Baseline)?.ClassLikePerson ?? 0;
-        bool Leaks(XYCheckpointLikeness c) => c.ContextRatio is double r && !ReferenceEquals(c, reference) && r < options.LeakRatio;
+        bool Leaks(XYCheckpointLikeness c) => c.LeakShare is double r && !ReferenceEquals(c, reference) && r >= options.LeakFraction;
         bool Drifts(XYCheckpointLikeness c) => c.ClassLikePerson > baseDrift;
         bool Alike(XYCheckpointLikeness c) => c.Distance < FaceDistance.Threshold && c.InstanceFaces * 2 >= c.InstanceCells;
-        string Context(XYCheckpointLikeness c) => c.ContextRatio is double r ? $"context {F(r)}× {(reference is null ? "the first column" : reference.Label)}'s" : "context not comparable";
+        string Context(XYCheckpointLikeness c) => c.ContextCells > 0
+            ? $"{c.LeakingCells}/{c.ContextCells} context cells closer to a training photo than to {(reference is null ? "the first column" : reference.Label)}'s picture"
+            : "no context row to judge";
         string Describe(XYCheckpointLikeness c) =>
             $"{c.Label}: mean distance {F(c.Distance)} over {c.InstanceFaces}/{c.InstanceCells} subject cells with a face ({c.SamePerson} under {thr}), {Context(c)}" +
             (c.ClassCells > 0 ? $", {c.ClassLikePerson}/{c.ClassCells} class cells look like the person" : "");
@@ -215,7 +265,7 @@ public static class XYLikeness
         var alike = candidates.Where(Alike).ToList();
         if (alike.Count > 0)
         {
-            var pick = alike.OrderBy(c => Drifts(c)).ThenByDescending(c => c.ContextRatio ?? 0).First();
+            var pick = alike.OrderBy(c => Drifts(c)).ThenBy(c => c.LeakShare ?? 0).First();
             return (pick, $"every checkpoint that looks like the person also leaks context or drifts the class; least affected: {Describe(pick)}. Consider fewer epochs, more class images or more varied instance photos");
         }
         var closest = candidates.Where(c => c.Distance is not null).MinBy(c => c.Distance!.Value);
@@ -225,8 +275,8 @@ public static class XYLikeness
     }
 
     /// <summary>
-    /// The plot's grid with a caption band at the bottom of each cell: the distance (✓ under 0.6) or "no face", and the
-    /// context distance. Subject rows: green = the person, red = not; class rows: blue = another person, orange = the
+    /// The plot's grid with a caption band at the bottom of each cell: the distance (✓ under 0.6) or "no face", and
+    /// "leak" on context cells closer to a training photo than to the base model's picture. Subject rows: green = the person, red = not; class rows: blue = another person, orange = the
     /// person (the class drifts); grey = no face.
     /// </summary>
     internal static Image<Rgb24> Annotate(XYPlotResult plot, IReadOnlyList<XYCellLikeness> cells)
@@ -245,7 +295,7 @@ public static class XYLikeness
             var bg = !s.FaceFound ? new Rgb24(90, 90, 90)
                 : c.InstanceRow ? (s.SamePerson ? new Rgb24(24, 128, 56) : new Rgb24(176, 40, 40))
                 : (s.SamePerson ? new Rgb24(214, 120, 0) : new Rgb24(40, 80, 160));
-            string text = s.ShortText + (s.ContextDistance is double ctx ? $" · ctx {ctx.ToString("0", CultureInfo.InvariantCulture)}" : "");
+            string text = s.ShortText + (c.Leaks ? " · leak" : "");
             using var bitmap = GridText.NewCanvas(rect.Width, band, bg, out var canvas);
             using (canvas)
             {

@@ -24,12 +24,14 @@ public sealed record LikenessScore
     public string? NearestContextPhoto { get; init; }
     /// <summary>The main face's box (image pixels).</summary>
     public FaceBox? Face { get; init; }
+    /// <summary>The image's own context signature (faces masked), to compare with other images (the x/y plot compares each cell with the base model's).</summary>
+    public ContextSignature? Context { get; init; }
 
     public bool FaceFound => Faces > 0;
     public bool SamePerson => Distance < FaceDistance.Threshold;
 
     /// <summary>"0.42 ✓" / "0.71" / "no face", for grid captions.</summary>
-    public string ShortText => Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) + (SamePerson ? " ✓" : "") : SmallFaces > 0 ? "face too small" : "no face";
+    public string ShortText => Distance is double d ? d.ToString("0.00", CultureInfo.InvariantCulture) + (SamePerson ? " ✓" : "") : SmallFaces > 0 ? "small face" : "no face";
 }
 
 /// <summary>
@@ -44,9 +46,11 @@ public sealed class LikenessScorer(FaceDescriber describer, IdentityReference re
     public LikenessScore Score(Image<Rgb24> image, CancellationToken ct = default)
     {
         var faces = Describer.Describe(image, ct);
-        var context = Reference.NearestContext(ContextSignature.From(image, faces.Faces.Select(f => f.Box).ToList()));
+        var signature = ContextSignature.From(image, faces.Faces.Select(f => f.Box).ToList());
+        var context = Reference.NearestContext(signature);
         var score = new LikenessScore
         {
+            Context = signature,
             Faces = faces.Faces.Count,
             SmallFaces = faces.TooSmall,
             ContextDistance = context?.Distance,
