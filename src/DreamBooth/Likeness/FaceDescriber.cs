@@ -15,8 +15,8 @@ public sealed record ImageFaces(int Width, int Height, IReadOnlyList<DescribedFa
 {
     /// <summary>
     /// The subject's face, or null: the most confident face among those at least a quarter the area of the largest.
-    /// (Largest alone is fooled by a big false positive: a 10°-rotated camera.png gives a 0.73 "face" on the camera
-    /// larger than the man's 0.93 one.)
+    /// (Largest alone is fooled by a big false positive: the detector before the small-face changes of issue 14 found a
+    /// 0.73 "face" on the camera of a 10°-rotated camera.png, larger than the man's 0.93 one.)
     /// </summary>
     public DescribedFace? Main => Faces.Count == 0 ? null
         : Faces.Where(f => f.Box.Area >= 0.25f * Faces[0].Box.Area).MaxBy(f => f.Box.Score);
