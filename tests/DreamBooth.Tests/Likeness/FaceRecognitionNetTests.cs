@@ -57,4 +57,16 @@ public class FaceRecognitionNetResourceTests
         }
         Assert.Equal(before, after);
     }
+
+    [Fact]
+    public void Building_the_net_draws_nothing_from_the_global_random_generator()
+    {
+        // a caller that seeds torch and then builds a model must not see a different stream because a describer was made
+        TorchSharp.torch.manual_seed(7);
+        using var expected = TorchSharp.torch.rand(4);
+        TorchSharp.torch.manual_seed(7);
+        using (new FaceRecognitionNet()) { }
+        using var actual = TorchSharp.torch.rand(4);
+        Assert.True(expected.eq(actual).all().item<bool>(), "constructing FaceRecognitionNet consumed random numbers");
+    }
 }

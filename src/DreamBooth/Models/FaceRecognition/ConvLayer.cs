@@ -11,13 +11,13 @@ namespace DreamBooth.Models.FaceRecognition;
 /// </summary>
 public sealed class ConvLayer : nn.Module<Tensor, Tensor>
 {
-    readonly Conv2d conv;
+    readonly FilterConv conv;
     readonly ScaleLayer scale;
     readonly bool relu;
 
     public ConvLayer(long inChannels, long outChannels, long kernel, bool down, bool relu = true) : base(nameof(ConvLayer))
     {
-        conv = nn.Conv2d(inChannels, outChannels, kernel, stride: down ? 2 : 1, padding: down ? 0 : kernel / 2);
+        conv = new FilterConv(inChannels, outChannels, kernel, stride: down ? 2 : 1, padding: down ? 0 : kernel / 2);
         scale = new ScaleLayer(outChannels);
         this.relu = relu;
         RegisterComponents();
