@@ -34,6 +34,7 @@ public sealed class DreamBoothTrainer : IDisposable
     readonly TrainingConfig _c;
     readonly StableDiffusionModel _sd;
     readonly IPreviewRenderer? _previews;
+    readonly IPreviewScorer? _previewScorer;
     readonly Device _device;
     readonly ScalarType _computeDtype;
     readonly NoiseSchedule _schedule;
@@ -84,11 +85,12 @@ public sealed class DreamBoothTrainer : IDisposable
     /// <paramref name="previews"/> defaults to <see cref="Txt2ImgPreviewRenderer.For"/> when preview_every_epochs &gt; 0.
     /// </summary>
     public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null,
-        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default)
+        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default, IPreviewScorer? previewScorer = null)
     {
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
         _sd = model;
+        _previewScorer = previewScorer ?? (config.PreviewLikeness ? LikenessPreviewScorer.For(config) : null);
         _device = ResolveDevice(config.Device);
         _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
         if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
@@ -338,7 +340,8 @@ public sealed class DreamBoothTrainer : IDisposable
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
                 var files = WithFp32Weights(ema: _c.PreviewEma && _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
-                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
+                var scores = _previewScorer?.Score(files, _c.PreviewPrompts, _epoch, _step);
+                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = scores?.Summary ?? $"{files.Count} preview(s)", Likeness = scores?.Mean });
             }
         }
         if (_c.SaveDiffusersAtEnd)

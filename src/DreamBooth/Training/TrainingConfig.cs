@@ -65,6 +65,8 @@ public sealed record TrainingConfig
     public bool PreviewEma { get; init; } = false;
     public List<string> PreviewPrompts { get; init; } = [];
     public long PreviewSeed { get; init; } = 420420;
+    /// <summary>Score each preview's face likeness to the instance photos (mean face-descriptor distance, &lt; 0.6 = the person): likeness.csv, TensorBoard, the monitor.</summary>
+    public bool PreviewLikeness { get; init; } = false;
     /// <summary>0 = keep every save (the x/y plot compares them all); N = delete all but the newest N saves.</summary>
     public int KeepLastSaves { get; init; } = 0;
     /// <summary>
@@ -358,6 +360,7 @@ public sealed record TrainingConfig
         Range("save_every_epochs", SaveEveryEpochs, 0, inf);
         Range("preview_every_epochs", PreviewEveryEpochs, 0, inf);
         if (PreviewEveryEpochs > 0 && PreviewPrompts.Count == 0) p.Add("preview_every_epochs > 0 but preview_prompts is empty");
+        if (PreviewLikeness && PreviewEveryEpochs == 0) p.Add("preview_likeness = true needs preview_every_epochs > 0 (it scores the previews)");
         Range("keep_last_saves", KeepLastSaves, 0, inf);
         Range("keep_training_states", KeepTrainingStates, 0, inf);
         OneOf("save_dtype", SaveDtype, SaveDtypes);
