@@ -15,6 +15,19 @@ public class BenchCommandTests
     static void Positive(JsonElement e, string field) =>
         Assert.True(e.GetProperty(field).GetDouble() > 0, $"{field} = {e.GetProperty(field)}");
 
+    [Theory]
+    [InlineData(0.0047123, 0.004712)]
+    [InlineData(212.3456, 212.3)]
+    [InlineData(123456.0, 123500.0)]
+    [InlineData(1.0, 1.0)]
+    public void Rates_keep_four_significant_digits_however_slow(double v, double expected)
+    {
+        Assert.Equal(expected, DreamBooth.Cli.Commands.Bench.BenchSupport.Significant(v), 12);
+        // a slow case's it/s and s/it still multiply to 1 (a fixed 4 decimals gave 0.0047 × 212.3 = 0.998)
+        double product = DreamBooth.Cli.Commands.Bench.BenchSupport.Significant(v) * DreamBooth.Cli.Commands.Bench.BenchSupport.Significant(1 / v);
+        Assert.InRange(product, 0.999, 1.001);
+    }
+
     [Fact]
     public async Task Bench_sample_prints_one_line_per_size_and_batch()
     {
