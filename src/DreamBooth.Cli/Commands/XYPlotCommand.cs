@@ -57,7 +57,8 @@ public sealed class XYPlotCommand : ICliCommand
             var loadOptions = Txt2ImgCellRenderer.LoadOptionsFor(first, parse.GetValue(tokenizer), parse.GetValue(modelConfig));
             var (pipelineOptions, deviceName) = PipelineFor(parse.GetValue(device), torchInfo.CudaAvailable);
             w.WriteLine($"device: {deviceName} ({(pipelineOptions.Dtype == TorchSharp.torch.ScalarType.Float16 ? "float16" : "float32")})");
-            using var renderer = new Txt2ImgCellRenderer(loadOptions, pipelineOptions);
+            var err = parse.InvocationConfiguration.Error;
+            using var renderer = new Txt2ImgCellRenderer(loadOptions, pipelineOptions) { Warnings = new SyncProgress<string>(m => err.WriteLine($"warning: {m}")) };
             var progress = new Progress(w);
             using var result = XYPlotEngine.Run(spec, renderer, progress, ct);
             result.Save(path);

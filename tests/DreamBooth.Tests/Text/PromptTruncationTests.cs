@@ -71,6 +71,18 @@ public class PromptTruncationTests
     }
 
     [Fact]
+    public async Task Xyplot_prints_the_warning_once_per_prompt()
+    {
+        using var dir = TestPaths.NewTempDir();
+        string toy = Path.Combine(TestPaths.DataSamples, "toy", "model", "toy-sd.safetensors");
+        // two cells (seeds) with the same long prompt: one warning
+        var (code, _, err) = await CliTests.Run("xyplot", "--checkpoints", toy, "--prompts", Words(230), "--x", "seed", "--x-values", "1, 2",
+            "--steps", "1", "--device", "cpu", "--output", dir.File("g.png"));
+        Assert.True(code == 0, err);
+        Assert.Single(err.Split('\n'), l => l.StartsWith("warning: prompt is 230 tokens: 5 past the limit of 225", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Training_reports_each_cut_prompt_as_a_warning_event_when_it_starts()
     {
         using var dir = TestPaths.NewTempDir();
