@@ -30,7 +30,7 @@ public sealed class XYPlotCommand : ICliCommand
         var cfg = new Option<double>("--cfg") { Description = "CFG scale", DefaultValueFactory = _ => 7.5 };
         var steps = new Option<int>("--steps") { Description = "Sampling steps", DefaultValueFactory = _ => 20 };
         var sampler = new Option<string>("--sampler") { Description = "Sampler (A1111 name)", DefaultValueFactory = _ => "DPM++ 2M Karras" };
-        var size = new Option<string?>("--size") { Description = "Image size WIDTHxHEIGHT, multiples of 8 (default: the model's native size)" };
+        var size = new Option<string?>("--size") { Description = "Image size WIDTHxHEIGHT, multiples of 8 up to 8192 (default: the model's native size)" };
         var clipSkip = new Option<int>("--clip-skip") { Description = "CLIP skip (1 = last layer)", DefaultValueFactory = _ => 1 };
         var output = new Option<FileInfo>("--output") { Description = "The grid PNG to write (infotext describes the axes)", Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer for single-file checkpoints: a tokenizer/ folder or bpe_simple_vocab_16e6.txt.gz (default: a tokenizer/ folder beside the checkpoints, else the Hub)" };
@@ -57,6 +57,7 @@ public sealed class XYPlotCommand : ICliCommand
             var path = parse.GetValue(output)!.FullName;
             if (!path.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
                 throw new DreamBoothException($"--output '{path}': the grid is written as PNG, give a .png path");
+            IO.OutputPath.CheckFile(path, "--output");
             var scoring = ParseScore(parse.GetValue(score), parse.GetValue(instanceDir)?.FullName);
             spec = spec.Resolve();
             w.WriteLine($"x/y plot: {spec.X.Name()} ({spec.X.Count}) × {spec.Y?.Name() ?? "—"} ({spec.Y?.Count ?? 1}), seed {spec.Seed}");
@@ -68,7 +69,8 @@ public sealed class XYPlotCommand : ICliCommand
             var loadOptions = Txt2ImgCellRenderer.LoadOptionsFor(first, parse.GetValue(tokenizer), parse.GetValue(modelConfig));
             var (pipelineOptions, deviceName) = PipelineFor(parse.GetValue(device), torchInfo.CudaAvailable);
             w.WriteLine($"device: {deviceName} ({(pipelineOptions.Dtype == TorchSharp.torch.ScalarType.Float16 ? "float16" : "float32")})");
-            using var renderer = new Txt2ImgCellRenderer(loadOptions, pipelineOptions);
+            var err = parse.InvocationConfiguration.Error;
+            using var renderer = new Txt2ImgCellRenderer(loadOptions, pipelineOptions) { Warnings = new SyncProgress<string>(m => err.WriteLine($"warning: {m}")) };
             var progress = new Progress(w);
             using var result = XYPlotEngine.Run(spec, renderer, progress, ct);
             result.Save(path);
@@ -180,6 +182,8 @@ public sealed class XYPlotCommand : ICliCommand
             if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out int sw) ||
                 !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int sh))
                 throw new DreamBoothException($"--size '{a.Size}': expected WIDTHxHEIGHT, e.g. 512x768");
+            if (sw < 8 || sh < 8 || sw > 8192 || sh > 8192 || sw % 8 != 0 || sh % 8 != 0)
+                throw new DreamBoothException($"--size '{a.Size}': width and height must be multiples of 8 from 8 to 8192");
             (width, height) = (sw, sh);
         }
         return new XYPlotSpec

@@ -64,6 +64,8 @@ public sealed class DreamBoothTrainer : IDisposable
     public DiskPlan DiskPlan { get; }
     public int TotalSteps { get; }
     public int TextEncoderSteps { get; }
+    /// <summary>One line per training prompt longer than max_token_length (its tail is dropped), reported as Message events when the run starts.</summary>
+    public IReadOnlyList<string> PromptWarnings { get; }
     public int StepsPerEpoch { get; }
     public int Step => _step;
     public Device Device => _device;
@@ -109,6 +111,7 @@ public sealed class DreamBoothTrainer : IDisposable
         _data = new TrainingData(config);
         _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config, _data) : null);
         _promptOptions = new PromptOptions { PadTokens = config.PadTokens, StrictTokens = config.StrictTokens, ShuffleTags = config.ShuffleTags, MaxTokenLength = config.MaxTokenLength };
+        PromptWarnings = LongPrompts(_data, model.Tokenizer, _promptOptions);
 
         Plan = _data.Plan;
         StepsPerEpoch = Plan.StepsPerEpoch;
@@ -256,6 +259,9 @@ public sealed class DreamBoothTrainer : IDisposable
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
             Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch ({Plan.SamplesPerStep} a step), {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
 
+        foreach (var warning in PromptWarnings)
+            progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Message = "warning: " + warning });
+
         double lastLoss = double.NaN;
         var sw = new Stopwatch();
         while (_epoch < _c.Epochs)
@@ -352,6 +358,22 @@ public sealed class DreamBoothTrainer : IDisposable
         }
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Completed, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Loss = lastLoss });
         return new TrainingResult(_step, _epoch, false, _saves, lastLoss);
+    }
+
+    /// <summary>Each distinct training prompt that <paramref name="options"/> cuts, at most five lines plus a count of the rest.</summary>
+    static IReadOnlyList<string> LongPrompts(TrainingData data, ClipTokenizer tokenizer, PromptOptions options)
+    {
+        var lines = new List<string>();
+        int cut = 0;
+        foreach (var g in data.Instances.Concat(data.ClassImages).GroupBy(i => i.Prompt, StringComparer.Ordinal))
+        {
+            var first = g.First();
+            string what = $"{(first.IsClass ? "class" : "instance")} prompt of {Path.GetFileName(first.Path)}" + (g.Count() > 1 ? $" (and {g.Count() - 1} more image(s))" : "");
+            if (tokenizer.TruncationWarning(what, g.Key, options) is not { } line) continue;
+            if (++cut <= 5) lines.Add(line);
+        }
+        if (cut > 5) lines.Add($"{cut - 5} more prompt(s) longer than max_token_length = {options.MaxTokenLength}");
+        return lines;
     }
 
     Generator NewGenerator(int step)
@@ -519,6 +541,9 @@ public sealed class DreamBoothTrainer : IDisposable
             ["epoch"] = _epoch,
             ["batch_in_epoch"] = _batchInEpoch,
             ["step"] = _step,
+            // CPU sums split across threads add up in an order that depends on the thread count: resume is bitwise equal
+            // to an uninterrupted run with the same count (docs/training.md), so the run records it
+            ["torch_threads"] = torch.get_num_threads(),
             ["config"] = JsonNode.Parse(_c.ToJson()),
         };
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, StateFileName), pointer.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -616,6 +641,14 @@ public sealed class DreamBoothTrainer : IDisposable
         var node = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new DreamBoothException($"{file}: expected a JSON object");
         var cfg = node["config"] ?? throw new DreamBoothException($"{file}: 'config' is missing");
         return TrainingConfig.FromJson(cfg.ToJsonString(), file);
+    }
+
+    /// <summary>The torch CPU thread count the run in <paramref name="outputDir"/> trained with (null for states saved before it was recorded).</summary>
+    public static int? ReadResumeThreads(string outputDir)
+    {
+        string file = Path.Combine(outputDir, StateFileName);
+        if (!File.Exists(file)) return null;
+        return JsonNode.Parse(File.ReadAllText(file)) is JsonObject node && node["torch_threads"] is JsonValue v && v.TryGetValue(out int n) && n > 0 ? n : null;
     }
 
     /// <summary>Restores masters, compute copies, optimizer, EMA and position from the newest state in <paramref name="outputDir"/>.</summary>
