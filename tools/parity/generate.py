@@ -236,6 +236,11 @@ def build_model(out_dir):
     for m in (text_encoder, unet, vae):
         m.to(torch.bfloat16)  # the weights are bf16 values: bf16 files hold them exactly
     pipe.save_pretrained(folder, safe_serialization=True)
+    # SD 1.5's own scheduler_config.json (diffusers 0.27 would add "timestep_spacing": "leading", PNDM's default, which
+    # from_config then hands to every other scheduler class; SD 1.5 files have no such key)
+    with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w", encoding="utf-8") as f:
+        json.dump(SD15_SCHEDULER, f, indent=2)
+        f.write("\n")
     # reload what was written, in fp32: every reference below comes from the files the C# tests read
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False)
@@ -498,7 +503,10 @@ def sd15_key_list(out_dir):
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, layers_per_block=2)
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                             up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=512)
-        te = CLIPTextModel(CLIPTextConfig())  # openai/clip-vit-large-patch14 text tower: the transformers defaults
+        # openai/clip-vit-large-patch14's text tower (runwayml/stable-diffusion-v1-5 text_encoder/config.json)
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                          num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                          projection_dim=768))
     finally:
         for cls, fn in saved.items():
             cls.reset_parameters = fn

@@ -116,6 +116,12 @@ public static class Parity
     {
         Assert.Equal(reference.shape, ours.shape);
         Assert.True(reference.dtype == ours.dtype, $"{name}: dtype {ours.dtype}, reference {reference.dtype}");
-        Assert.True(ours.eq(reference).all().item<bool>(), $"{name}: not bit-identical to the reference");
+        using var scope = NewDisposeScope();
+        var unequal = ours.ne(reference).reshape(-1).nonzero();
+        if (unequal.shape[0] == 0) return;
+        long i = unequal[0, 0].item<long>();
+        var a = ours.reshape(-1)[i].to_type(ScalarType.Float64).item<double>();
+        var b = reference.reshape(-1)[i].to_type(ScalarType.Float64).item<double>();
+        Assert.Fail($"{name}: {unequal.shape[0]} of {ours.NumberOfElements} values differ; first at flat index {i}: ours {a:R}, reference {b:R}");
     }
 }
