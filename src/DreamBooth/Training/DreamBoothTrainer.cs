@@ -182,22 +182,13 @@ public sealed class DreamBoothTrainer : IDisposable
             noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
         long bsz = latents.shape[0];
         var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var noisyLatents = _schedule.AddNoise(latents, noise, timesteps);
-
         var encoderHiddenStates = EncodeText(x.InputIds);
-        var modelPred = _sd.UNet.forward(noisyLatents.to(_computeDtype), timesteps, encoderHiddenStates.to(_computeDtype));
-        var target = _schedule.Target(latents, noise, timesteps);
-
-        var perSample = (modelPred.to(ScalarType.Float32) - target).pow(2).mean([1L, 2L, 3L]);   // [B]
-        var isClass = x.IsClass;
-        var instanceMask = isClass.logical_not();
-        var instanceLoss = perSample.masked_select(instanceMask).mean();
-        bool hasPrior = isClass.any().item<bool>();
-        var priorLoss = hasPrior ? perSample.masked_select(isClass).mean() : torch.zeros_like(instanceLoss);
-        var loss = instanceLoss + priorWeight * priorLoss;
+        int classes = (int)x.IsClass.sum().item<long>();
+        var (loss, instanceLoss, priorLoss) = DreamBoothObjective.Compute(_sd.UNet, _schedule, latents, noise, timesteps,
+            encoderHiddenStates, x.IsClass, (int)bsz - classes, classes, priorWeight, _computeDtype);
 
         (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
-        return (loss.item<float>(), instanceLoss.item<float>(), hasPrior ? priorLoss.item<float>() : double.NaN);
+        return (loss.item<float>(), instanceLoss?.item<float>() ?? double.NaN, priorLoss?.item<float>() ?? double.NaN);
     }
 
     Tensor EncodeText(Tensor ids)

@@ -58,7 +58,7 @@ public readonly record struct ParityDiff(double MaxAbs, double MeanAbs, double R
     public double Relative => ReferenceMaxAbs == 0 ? MaxAbs : MaxAbs / ReferenceMaxAbs;
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"max|Δ| {MaxAbs:0.###e+0}, mean|Δ| {MeanAbs:0.###e+0}, max|ref| {ReferenceMaxAbs:0.###}, rel {Relative:0.###e+0}");
+        $"max|Δ| {MaxAbs:0.###e+0}, mean|Δ| {MeanAbs:0.###e+0}, max|ref| {ReferenceMaxAbs:0.###e+0}, rel {Relative:0.###e+0}");
 }
 
 /// <summary>
