@@ -601,7 +601,7 @@ def train_step(pipe, out_dir):
 @torch.no_grad()
 def bf16_cases(pipe, out_dir):
     t = {}
-    x, ts, ctx = unet_inputs()["batch2"]
+    x, ts, ctx = unet_inputs()["odd"]  # the best conditioned case: this tiny random UNet loses ~3% in bf16
     ids = ids_for(pipe.tokenizer, PROMPTS[:2])
     t["unet.sample"], t["unet.timestep"], t["unet.encoder_hidden_states"], t["clip.input_ids"] = x, ts, ctx, ids
     t["unet.fp32"] = pipe.unet(x, ts, encoder_hidden_states=ctx).sample
