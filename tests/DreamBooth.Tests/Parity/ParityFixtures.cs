@@ -90,20 +90,21 @@ public static class Parity
 
     /// <summary>
     /// Our fp32 result against the float64 reference, bounded by diffusers' own fp32 error:
-    /// max |ours − ref64| ≤ max(<paramref name="floor"/>, 4 · max |ref32 − ref64|) (relative). Logs ours against
-    /// diffusers' fp32 result (the headline figure), ours against float64, and diffusers' fp32 against float64.
+    /// max |ours − ref64| ≤ max(<paramref name="floor"/>, 8 · max |ref32 − ref64|) (relative; the margin covers other
+    /// CPUs' kernel choices). Logs ours against diffusers' fp32 result (the headline figure), ours against float64, and
+    /// diffusers' fp32 against float64. The math itself is checked by the float64 comparison.
     /// </summary>
-    public static ParityDiff AssertCloseFp32(ITestOutputHelper log, string name, Tensor ours, Tensor reference32, Tensor reference64, double floor = 1e-6)
+    public static ParityDiff AssertCloseFp32(ITestOutputHelper log, string name, Tensor ours, Tensor reference32, Tensor reference64, double floor = 2e-6)
     {
         var vsDiffusers = Diff(ours, reference32);
         var referenceError = Diff(reference32, reference64).Relative;
-        double bound = Math.Max(floor, 4 * referenceError);
+        double bound = Math.Max(floor, 8 * referenceError);
         Report(log, name, vsDiffusers, bound);
         var vs64 = Diff(ours, reference64);
         log.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"FP32ERR | {name} | ours vs fp64 rel {vs64.Relative:0.00e+00} | diffusers vs fp64 rel {referenceError:0.00e+00}"));
         Assert.True(vs64.Relative <= bound, string.Create(CultureInfo.InvariantCulture,
-            $"{name}: our fp32 error {vs64} exceeds max({floor:0.#e+0}, 4 x diffusers' own fp32 error {referenceError:0.##e+0})"));
+            $"{name}: our fp32 error {vs64} exceeds max({floor:0.#e+0}, 8 x diffusers' own fp32 error {referenceError:0.##e+0})"));
         return vsDiffusers;
     }
 

@@ -72,7 +72,7 @@ public class SamplingParityTests(TinySdModel fx, ITestOutputHelper log) : IClass
     /// Whole loops, 20 steps, CFG 7.5, from the same initial noise, through our UNet and sampler vs diffusers' UNet and
     /// scheduler (Euler a with per-image generators seeded as diffusers' were, after the initial draw). A random UNet
     /// under CFG 7.5 amplifies every per-step difference (the final latents reach |x| ≈ 90), so the bound is the
-    /// per-step fp32 and ᾱ differences compounded over 20 steps.
+    /// per-step fp32 and ᾱ differences compounded over 20 steps (measured up to 3.7e-5 relative, DPM++ 2M).
     /// </summary>
     [Theory]
     [InlineData("DDIM")]
@@ -104,7 +104,7 @@ public class SamplingParityTests(TinySdModel fx, ITestOutputHelper log) : IClass
                 var eps = fx.Model.UNet.forward(cat([input, input], 0), t, context).chunk(2, 0);
                 latents = sampler.Step(eps[0] + cfg * (eps[1] - eps[0]), i, latents, generators);
             }
-            Parity.AssertClose(log, $"{name} loop, 20 steps, CFG 7.5", latents, f.Get($"loop.{name}.final"), 1e-4);
+            Parity.AssertClose(log, $"{name} loop, 20 steps, CFG 7.5", latents, f.Get($"loop.{name}.final"), 3e-4);
         }
         finally
         {
@@ -151,9 +151,9 @@ public class SamplingParityTests(TinySdModel fx, ITestOutputHelper log) : IClass
             var d = (ours.to_type(ScalarType.Int32) - reference.to_type(ScalarType.Int32)).abs();
             int maxLevels = d.max().item<int>();
             double differing = d.gt(0).to_type(ScalarType.Float64).mean().item<double>();
-            log.WriteLine($"PARITY | txt2img {run} ({request.Sampler}, {images.Count}x{request.Width}x{request.Height}) uint8 | {maxLevels} levels | {differing:P2} of values differ | bound 2 levels, 1%");
+            log.WriteLine($"PARITY | txt2img {run} ({request.Sampler}, {images.Count}x{request.Width}x{request.Height}) uint8 | {maxLevels} levels | {differing:P2} of values differ | bound 2 levels, 2%");
             Assert.True(maxLevels <= 2, $"{run}: pixels differ by up to {maxLevels} levels");
-            Assert.True(differing <= 0.01, $"{run}: {differing:P2} of pixel values differ");
+            Assert.True(differing <= 0.02, $"{run}: {differing:P2} of pixel values differ");
         }
         finally
         {

@@ -22,9 +22,9 @@ public class TrainingStepParityTests(ITestOutputHelper log)
 {
     /// <summary>
     /// The loss and gradients: two fp32 forward/backward passes through the same network; our ᾱ is float64 (diffusers'
-    /// float32), so the noisy latents already differ by ~1e-7. Measured worst 3e-6 (docs/training.md).
+    /// float32), so the noisy latents already differ by ~1e-7. Measured: 1.2e-5 relative to the largest gradient.
     /// </summary>
-    const double GradientBound = 2e-5;
+    const double GradientBound = 5e-5;
 
     [Fact]
     public void Unet_step_with_frozen_text_encoder_matches_diffusers_autograd_lion_and_ema() => Step(trainTextEncoder: false);
