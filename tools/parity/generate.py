@@ -24,7 +24,13 @@ import shutil
 import sys
 import tempfile
 
-import torch
+# offline, and the libraries' caches inside the repository's git-ignored .cache (regenerate.sh sets these too)
+_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+os.environ.setdefault("HF_HOME", os.path.join(_ROOT, ".cache", "parity", "hf-home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -72,7 +78,7 @@ if not transformers.utils.is_tokenizers_available():
     from transformers import tokenization_utils_base as _tub
     _tub.AddedToken.__str__ = lambda self: self.content
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = _ROOT
 SEED = 20261130
 
 # --------------------------------------------------------------------------------------------- configurations
