@@ -540,12 +540,13 @@ def sd15_key_list(out_dir):
 
 # --------------------------------------------------------------------------------------------- one DreamBooth step
 LR_UNET, LR_TE, WD_UNET, WD_TE, BETAS, PRIOR_WEIGHT, EMA_DECAY = 1e-4, 5e-5, 0.1, 0.01, (0.9, 0.99), 0.75, 0.9
+MAX_GRAD_NORM = 1.0
 TRAIN_PROMPTS = ["a photo of ohwx man", "ohwx man, close-up", "a photo of a man", "man"]
 IS_CLASS = [False, False, True, True]
 
 
 def train_step(pipe, out_dir):
-    """diffusers train_dreambooth.py's step with prior preservation on fixed inputs, then a Lion step and an EMA update."""
+    """diffusers train_dreambooth.py's step with prior preservation on fixed inputs, then clipping, a Lion step and an EMA update."""
     unet, te, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
     noise_scheduler = sd_scheduler(DDPMScheduler)
     g = generator(30)
@@ -589,6 +590,10 @@ def train_step(pipe, out_dir):
             m0 = (torch.randn(p.shape, generator=gm) * p.grad.std().clamp(min=1e-12)).to(torch.bfloat16)
             t[f"exp_avg0.{group}.{name}"] = m0
             opt.state[p]["exp_avg"] = m0.to(torch.float32)
+    # the recipe's clipping: max_grad_norm 1 on the UNet (train_dreambooth: accelerator.clip_grad_norm_, i.e.
+    # torch.nn.utils.clip_grad_norm_), none on the text encoder (text_encoder_max_grad_norm 0)
+    t["grad_norm.unet"] = torch.nn.utils.clip_grad_norm_(list(unet_params.values()), MAX_GRAD_NORM)
+    assert t["grad_norm.unet"] > MAX_GRAD_NORM, "the clipping would not act"
     opt.step()
     ema.step(unet.parameters())
     for group, params in (("unet", unet_params), ("text_encoder", te_params)):
@@ -600,6 +605,7 @@ def train_step(pipe, out_dir):
     write(out_dir, "train_step.safetensors", t, {
         "lr_unet": LR_UNET, "lr_text_encoder": LR_TE, "weight_decay_unet": WD_UNET, "weight_decay_text_encoder": WD_TE,
         "betas": list(BETAS), "prior_loss_weight": PRIOR_WEIGHT, "ema_decay": EMA_DECAY, "prompts": TRAIN_PROMPTS,
+        "max_grad_norm_unet": MAX_GRAD_NORM, "max_grad_norm_text_encoder": 0.0,
         "lion": "lion-pytorch 0.2.3 Lion (update_fn), exp_avg preset to exp_avg0", "ema": "diffusers EMAModel, min_decay = decay"})
 
 

@@ -12,8 +12,10 @@ public sealed class TinySdModel : IDisposable
 {
     public StableDiffusionModel Model { get; } = Load();
 
+    readonly Lazy<StableDiffusionModel> _model64 = new(() => Load(dtype: ScalarType.Float64));
+
     /// <summary>The same weights in float64: with both sides in double, any difference left is a difference in the math.</summary>
-    public StableDiffusionModel Model64 { get; } = Load(dtype: ScalarType.Float64);
+    public StableDiffusionModel Model64 => _model64.Value;
 
     /// <summary>Loads tests/fixtures/parity/tiny-sd, optionally moved to a device and dtype (the GPU checks reuse this).</summary>
     public static StableDiffusionModel Load(Device? device = null, ScalarType? dtype = null)
@@ -26,7 +28,7 @@ public sealed class TinySdModel : IDisposable
     public void Dispose()
     {
         Model.Dispose();
-        Model64.Dispose();
+        if (_model64.IsValueCreated) _model64.Value.Dispose();
     }
 }
 

@@ -11,7 +11,8 @@ namespace DreamBooth.Tests.Parity;
 
 /// <summary>
 /// One DreamBooth step against a reference written with diffusers' modules and PyTorch autograd (train_step.safetensors):
-/// same weights, latents, noise, timesteps and token ids; loss = instance + 0.75 × prior; every gradient; one Lion step
+/// same weights, latents, noise, timesteps and token ids; loss = instance + 0.75 × prior; every gradient; the recipe's
+/// clipping (UNet max_grad_norm 1 as torch.nn.utils.clip_grad_norm_, text encoder none); one Lion step
 /// (lucidrains' lion-pytorch 0.2.3, decoupled weight decay, from a preset non-zero momentum so β1 and β2 both act) on
 /// the fp32 masters; the EMA update (diffusers' EMAModel at a fixed decay). The step runs through the pieces the
 /// trainer runs: <see cref="PromptEncoder"/>, <see cref="DreamBoothObjective"/> (what <c>TrainStep</c> calls),
@@ -87,22 +88,29 @@ public class TrainingStepParityTests(ITestOutputHelper log)
         if (trainTextEncoder) CompareGradients(f, "text_encoder", teMasters, tag);
         else Assert.All(te.parameters(), p => Assert.Null(p.grad));
 
+        // OptimizerStep: grads onto masters, clipping per group (the recipe: UNet 1, text encoder 0 = off), Lion,
+        // masters back into the modules, EMA
+        Assert.True(unetMasters.CopyGradsToMasters() & (!trainTextEncoder || teMasters.CopyGradsToMasters()));
+        double maxNorm = f.MetaDouble("max_grad_norm_unet");
+        double norm = GradientClipping.ClipGradNorm(optimizer.Groups[0].Params, maxNorm);
+        double referenceNorm = f.Get("grad_norm.unet").item<float>();
+        log.WriteLine($"PARITY | train step UNet gradient norm {referenceNorm:0.###} before clipping to {maxNorm} ({tag}) | {Math.Abs(norm - referenceNorm):0.00e+00} | {Math.Abs(norm - referenceNorm) / referenceNorm:0.00e+00} | bound {GradientBound:0.#e+0}");
+        Assert.True(Math.Abs(norm - referenceNorm) <= GradientBound * referenceNorm, $"gradient norm {norm} vs torch.nn.utils.clip_grad_norm_'s {referenceNorm}");
+        Assert.True(norm > maxNorm, "the clipping must act for this check to mean anything");
+        if (trainTextEncoder) GradientClipping.ClipGradNorm(optimizer.Groups[1].Params, f.MetaDouble("max_grad_norm_text_encoder"));
         var ourGrads = unetMasters.Names.Zip(unetMasters.Masters).Select(x => ("unet", x.First, x.Second))
             .Concat(teMasters.Names.Zip(teMasters.Masters).Select(x => ("text_encoder", x.First, x.Second)))
             .Where(x => x.Item3.grad is not null)
             .ToDictionary(x => $"{x.Item1}.{x.Item2}", x => { using var g = x.Item3.grad; return g!.detach().clone(); });
-
-        // OptimizerStep: grads onto masters, clipping (off: max_grad_norm 0), Lion, masters back, EMA
-        Assert.True(unetMasters.CopyGradsToMasters() & (!trainTextEncoder || teMasters.CopyGradsToMasters()));
-        GradientClipping.ClipGradNorm(optimizer.Groups[0].Params, 0);
+        double referenceCoefficient = Math.Min(1.0, maxNorm / (referenceNorm + 1e-6));
         optimizer.Step();
         optimizer.ZeroGrad();
         unetMasters.CopyMastersToModel();
         teMasters.CopyMastersToModel();
         ema.Update(unetMasters.Names.Zip(unetMasters.Masters));
 
-        long unetFlips = CompareLionStep(f, "unet", unetMasters, optimizer, lrUnet, betas[0], ourGrads, tag);
-        if (trainTextEncoder) CompareLionStep(f, "text_encoder", teMasters, optimizer, lrTe, betas[0], ourGrads, tag);
+        long unetFlips = CompareLionStep(f, "unet", unetMasters, optimizer, lrUnet, betas[0], ourGrads, referenceCoefficient, tag);
+        if (trainTextEncoder) CompareLionStep(f, "text_encoder", teMasters, optimizer, lrTe, betas[0], ourGrads, 1.0, tag);
         else
             foreach (var (name, t) in te.state_dict())
                 Parity.AssertEqual($"frozen TE {name}", t, teBefore[name]);
@@ -120,7 +128,10 @@ public class TrainingStepParityTests(ITestOutputHelper log)
         Assert.True(emaOff <= unetFlips, $"EMA: {emaOff} values differ beyond rounding, Lion flipped {unetFlips}");
     }
 
-    /// <summary>Our Lion on the reference's own gradients and momentum: the update rule alone, element for element.</summary>
+    /// <summary>
+    /// Our clipping and Lion on the reference's own gradients and momentum: the update rule alone, element for element
+    /// (the clipping coefficient may differ from torch's fp32 one in its last bit, which Lion's sign does not see).
+    /// </summary>
     [Fact]
     public void Lion_step_on_the_reference_gradients_equals_lion_pytorch()
     {
@@ -144,6 +155,7 @@ public class TrainingStepParityTests(ITestOutputHelper log)
         foreach (var (group, masters) in new[] { ("unet", unetMasters), ("text_encoder", teMasters) })
             foreach (var (name, p) in masters.Names.Zip(masters.Masters))
                 p.grad = f.Get($"grad.{group}.{name}");
+        GradientClipping.ClipGradNorm(optimizer.Groups[0].Params, f.MetaDouble("max_grad_norm_unet"));
         optimizer.Step();
         var momentum = optimizer.StateDict();
         foreach (var (group, masters) in new[] { ("unet", unetMasters), ("text_encoder", teMasters) })
@@ -200,7 +212,7 @@ public class TrainingStepParityTests(ITestOutputHelper log)
     /// gradients' difference (the reference's argument lies within it of zero), and the weights must differ exactly there.
     /// </summary>
     long CompareLionStep(ParityFile f, string group, MasterWeights masters, Lion optimizer, double lr, double beta1,
-        IReadOnlyDictionary<string, Tensor> ourGrads, string tag)
+        IReadOnlyDictionary<string, Tensor> ourGrads, double referenceClip, string tag)
     {
         long flips = 0, unexplained = 0, moved = 0, total = 0;
         var momentumDiffs = new List<ParityDiff>();
@@ -210,8 +222,8 @@ public class TrainingStepParityTests(ITestOutputHelper log)
             using var s = NewDisposeScope();
             string name = masters.Names[i];
             var m0 = f.Get($"exp_avg0.{group}.{name}", dtype: ScalarType.Float32);
-            var gRef = f.Get($"grad.{group}.{name}");
-            var gOurs = ourGrads[$"{group}.{name}"];
+            var gRef = f.Get($"grad.{group}.{name}") * referenceClip;   // clipped as the reference's step saw it
+            var gOurs = ourGrads[$"{group}.{name}"];                         // clipped by ours
             var argRef = m0 * beta1 + gRef * (1 - beta1);
             var argOurs = m0 * beta1 + gOurs * (1 - beta1);
             var flipped = argRef.sign().ne(argOurs.sign());
