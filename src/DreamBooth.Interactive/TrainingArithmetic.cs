@@ -4,10 +4,11 @@ using DreamBooth.Training;
 namespace DreamBooth.Interactive;
 
 /// <summary>
-/// The step/epoch/save arithmetic of a config for a number of instance images, as the recipe counts:
-/// one epoch shows every instance image once (each paired with a class image when prior preservation is on),
-/// a step is one batch, an optimizer step is <c>gradient_accumulation_steps</c> batches, the text encoder
-/// trains for the first round(text_encoder_step_ratio × optimizer steps) steps, and a checkpoint is saved every
+/// The step/epoch/save arithmetic of a config for a number of instance images (one bucket), as the trainer counts it
+/// (<see cref="StepPlan"/>): one epoch shows every instance image once; with prior preservation and prior_stepping
+/// "alternate" each instance batch is followed by a class batch of its own (the A1111 extension's order), with "joint"
+/// the class images ride in the instance batch; an optimizer step is <c>gradient_accumulation_steps</c> batches; the
+/// text encoder trains for the first round(text_encoder_step_ratio × optimizer steps) steps; a checkpoint is saved every
 /// <c>save_every_epochs</c> epochs plus once at the end.
 /// </summary>
 public sealed record TrainingArithmetic(TrainingConfig Config, int InstanceImages)
@@ -23,24 +24,17 @@ public sealed record TrainingArithmetic(TrainingConfig Config, int InstanceImage
         return new TrainingArithmetic(config, instanceImages);
     }
 
-    public bool Prior => Config.Concepts.Any(c => c.HasPrior);
-    public int BatchesPerEpoch => (InstanceImages + Config.BatchSize - 1) / Config.BatchSize;
-    public int OptimizerStepsPerEpoch => Math.Max(1, (BatchesPerEpoch + Config.GradientAccumulationSteps - 1) / Config.GradientAccumulationSteps);
-    public int TotalOptimizerSteps => checked(Config.Epochs * OptimizerStepsPerEpoch);
-    public int TextEncoderSteps => (int)Math.Round(Config.TextEncoderStepRatio * TotalOptimizerSteps, MidpointRounding.AwayFromZero);
+    /// <summary>The library's arithmetic this view shows.</summary>
+    public StepPlan Plan => StepPlan.For(Config, InstanceImages);
+
+    public bool Prior => Plan.Prior;
+    public int BatchesPerEpoch => Plan.BatchesPerEpoch;
+    public int OptimizerStepsPerEpoch => Plan.StepsPerEpoch;
+    public int TotalOptimizerSteps => Plan.TotalSteps;
+    public int TextEncoderSteps => Plan.TextEncoderSteps;
     public long InstanceImagesSeen => (long)Config.Epochs * InstanceImages;
     /// <summary>Epochs after which a checkpoint is written (the last epoch always is).</summary>
-    public IReadOnlyList<int> SaveEpochs
-    {
-        get
-        {
-            var e = new List<int>();
-            if (Config.SaveEveryEpochs > 0)
-                for (int k = Config.SaveEveryEpochs; k <= Config.Epochs; k += Config.SaveEveryEpochs) e.Add(k);
-            if (e.Count == 0 || e[^1] != Config.Epochs) e.Add(Config.Epochs);
-            return e;
-        }
-    }
+    public IReadOnlyList<int> SaveEpochs => Plan.SaveEpochs;
 
     public LrSchedule Schedule => LrSchedule.FromConfig(Config, TotalOptimizerSteps);
 
@@ -62,15 +56,20 @@ public sealed record TrainingArithmetic(TrainingConfig Config, int InstanceImage
         ]);
     }
 
+    string Batches => !Plan.Alternating
+        ? $"{BatchesPerEpoch} = ⌈{InstanceImages} / batch {Config.BatchSize}⌉" + (Prior ? " (each instance image with its class image in the same batch: prior_stepping joint)" : "")
+        : $"{BatchesPerEpoch} = 2 × ⌈{InstanceImages} / batch {Config.BatchSize}⌉ (an instance batch, then its class batch: prior_stepping alternate)";
+
     public override string ToString() =>
-        $"{InstanceImages} instance image(s) × {Config.Epochs} epochs = {InstanceImagesSeen} instance steps; {TotalOptimizerSteps} optimizer steps; " +
-        $"text encoder for {TextEncoderSteps}; saves after epochs {string.Join(", ", SaveEpochs)}";
+        $"{InstanceImages} instance image(s) × {Config.Epochs} epochs = {InstanceImagesSeen} instance steps; {BatchesPerEpoch} batches an epoch ({Plan.SamplesPerStep} a step); " +
+        $"{TotalOptimizerSteps} optimizer steps; text encoder for {TextEncoderSteps}; saves after epochs {string.Join(", ", SaveEpochs)}";
 
     public string ToHtml() => Html.KeyValueTable(
     [
         ("instance images", InstanceImages),
-        ("epochs (steps per image)", Config.Epochs),
-        ("batches per epoch", $"{BatchesPerEpoch} = ⌈{InstanceImages} / batch {Config.BatchSize}⌉" + (Prior ? " (each instance image paired with a class image)" : "")),
+        ("epochs (each instance image once)", Config.Epochs),
+        ("batches per epoch", Batches),
+        ("a step trains on", Plan.SamplesPerStep),
         ("optimizer steps per epoch", $"{OptimizerStepsPerEpoch} = ⌈{BatchesPerEpoch} / accumulation {Config.GradientAccumulationSteps}⌉"),
         ("optimizer steps in all", $"{TotalOptimizerSteps} = {Config.Epochs} × {OptimizerStepsPerEpoch}"),
         ("text encoder trains for", $"{TextEncoderSteps} steps = round({Config.TextEncoderStepRatio} × {TotalOptimizerSteps}), then frozen"),

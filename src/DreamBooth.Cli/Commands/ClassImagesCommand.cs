@@ -20,7 +20,7 @@ public sealed class ClassImagesCommand : ICliCommand
         var steps = new Option<int>("--steps") { Description = "Sampling steps", DefaultValueFactory = _ => 40 };
         var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => 7.5 };
         var sampler = new Option<string>("--sampler") { Description = $"Sampler: {string.Join(", ", SamplerFactory.Names)}", DefaultValueFactory = _ => SamplerFactory.Default };
-        var size = new Option<string>("--size") { Description = "WIDTHxHEIGHT of generated images", DefaultValueFactory = _ => "512x512" };
+        var size = new Option<string>("--size") { Description = "WIDTHxHEIGHT of generated images: use your photos' training size (768x1024 for the recipe's prepared photos), as `train` does", DefaultValueFactory = _ => "512x512" };
         var seed = new Option<long>("--seed") { Description = "Base seed (image i gets seed+i); -1 = random, kept when resuming", DefaultValueFactory = _ => -1 };
         var clipSkip = new Option<int>("--clip-skip") { Description = "Clip skip", DefaultValueFactory = _ => 1 };
         var device = SamplingCli.DeviceOption();

@@ -22,7 +22,10 @@ public sealed class DoctorCommand : ICliCommand
             w.WriteLine($"TorchSharp      {info.TorchSharpVersion}");
             w.WriteLine($"backend         {info.Backend.ToString().ToLowerInvariant()} (loaded)");
             w.WriteLine($"libtorch        {info.LibTorchDirectory}");
+            if (TorchRuntime.PythonTorchVersion(info.LibTorchDirectory) is { } pyTorch)
+                w.WriteLine($"  PyTorch       {pyTorch} (TorchSharp {info.TorchSharpVersion}'s LibTorchSharp was built against libtorch {TorchRuntime.BuiltAgainstLibTorch}{(pyTorch.StartsWith(TorchRuntime.BuiltAgainstLibTorch, StringComparison.Ordinal) ? "" : "; another version: see docs/backends.md, symbol check")})");
             w.WriteLine($"LibTorchSharp   {info.LibTorchSharpPath}");
+            w.WriteLine($"  from          {info.LibTorchSharpSource}");
             w.WriteLine($"libstdc++ compat {(info.LibStdCxxCompatCopy ? $"in use (system libstdc++ lacks {LibStdCxxCompat.MissingVersion}; patched copy above)" : "not needed")}");
             w.WriteLine($"torch threads   {TorchSharp.torch.get_num_threads()}");
             w.WriteLine($"CUDA            {(info.CudaAvailable ? $"available, {info.CudaDeviceCount} device(s)" : "not available")}");
@@ -38,6 +41,7 @@ public sealed class DoctorCommand : ICliCommand
             w.WriteLine($"HF token        {(string.IsNullOrEmpty(Environment.GetEnvironmentVariable("HF_TOKEN")) ? "not set" : "set (HF_TOKEN)")}");
             w.WriteLine($"workbench cache {WorkbenchPaths.Cache} ({TorchRuntime.CacheEnv})");
             w.WriteLine($"external torch  {Environment.GetEnvironmentVariable(TorchRuntime.LibTorchEnv) ?? $"not set ({TorchRuntime.LibTorchEnv})"}");
+            w.WriteLine($"LibTorchSharp override {Environment.GetEnvironmentVariable(TorchRuntime.LibTorchSharpEnv) ?? $"not set ({TorchRuntime.LibTorchSharpEnv})"}");
             return 0;
         });
         return cmd;

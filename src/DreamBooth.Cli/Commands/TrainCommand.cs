@@ -17,7 +17,9 @@ public sealed class TrainCommand : ICliCommand
         var resume = new Option<DirectoryInfo?>("--resume") { Description = "Continue the run saved in this output folder (bitwise identical on CPU)" };
         var import = new Option<FileInfo?>("--import-a1111") { Description = "Convert an A1111 DreamBooth extension db_config.json into --config, report what is ignored, and exit" };
         var every = new Option<int>("--log-every") { Description = "Print a step line every N steps", DefaultValueFactory = _ => 10 };
-        var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable)");
+        var cmd = new Command("train", "Fine-tune a Stable Diffusion 1.x model with DreamBooth (prior preservation, fp32 master weights, EMA, resumable). " +
+            "Before step 1 it prints what the run will write (fp16 checkpoints, all kept; the newest training state; latent cache; class images) " +
+            "against the free disk space, and stops with exit 2 if it cannot fit; missing class images are generated at the photos' bucket size");
         cmd.Options.Add(config);
         cmd.Options.Add(resume);
         cmd.Options.Add(import);
@@ -66,8 +68,10 @@ public sealed class TrainCommand : ICliCommand
         switch (e.Kind)
         {
             case TrainingEventKind.Step when e.Step % every == 0 || e.Step == e.TotalSteps:
-                w.WriteLine(string.Format(ci, "step {0}/{1} epoch {2} loss {3:F4} inst {4:F4} prior {5:F4} lr {6:G3}/{7:G3} gnorm {8:F3} {9:F2} img/s {10} MiB",
-                    e.Step, e.TotalSteps, e.Epoch + 1, e.Loss, e.InstanceLoss, e.PriorLoss, e.LrUnet, e.LrTextEncoder, e.GradNorm, e.ImagesPerSecond, e.MemoryBytes >> 20));
+                // with alternate prior stepping a step is an instance step or a class step: the other part prints as "-"
+                static string Part(double v) => double.IsNaN(v) ? "-" : v.ToString("F4", CultureInfo.InvariantCulture);
+                w.WriteLine(string.Format(ci, "step {0}/{1} epoch {2} loss {3:F4} inst {4} prior {5} lr {6:G3}/{7:G3} gnorm {8:F3} {9:F2} img/s {10} MiB",
+                    e.Step, e.TotalSteps, e.Epoch + 1, e.Loss, Part(e.InstanceLoss), Part(e.PriorLoss), e.LrUnet, e.LrTextEncoder, e.GradNorm, e.ImagesPerSecond, e.MemoryBytes >> 20));
                 break;
             case TrainingEventKind.Step:
                 break;

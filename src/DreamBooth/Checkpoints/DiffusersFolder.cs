@@ -131,6 +131,7 @@ public sealed class ShardedTensorFile : ITensorFile
     ITensorFile Shard(string name) => _byTensor.TryGetValue(name, out var s) ? s : throw new DreamBoothException($"{Path}: no tensor named '{name}'");
     public (ScalarType Type, long[] Shape) Describe(string name) => Shard(name).Describe(name);
     public Tensor Load(string name) => Shard(name).Load(name);
+    public void ReadInto(string name, Tensor destination) => Shard(name).ReadInto(name, destination);
 
     public void Dispose()
     {

@@ -1,8 +1,9 @@
+using System.Buffers;
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
 using DreamBooth.IO;
+using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -19,10 +20,12 @@ public sealed record SafeTensorInfo(string Name, string DType, ScalarType Scalar
 /// The safetensors format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length,
 /// a JSON header (name → dtype/shape/data_offsets, optional <c>__metadata__</c>), then the raw little-endian data.
 /// <para>
-/// Our own reader and writer rather than TorchSharp.PyBridge's: PyBridge reads the whole file through a stream
-/// (no memory mapping, so loading a 4 GB checkpoint holds it twice), its validation of the header is loose, and its
-/// <c>SaveStateDict(string)</c> overload recurses into itself forever. Here the reader memory-maps the file and copies
-/// each tensor's bytes straight into the new tensor's storage, after validating the whole header against the file.
+/// Our own reader and writer rather than TorchSharp.PyBridge's: PyBridge reads the whole file into memory (so loading
+/// a 4 GB checkpoint holds it twice), its validation of the header is loose, and its <c>SaveStateDict(string)</c>
+/// overload recurses into itself forever. Here the reader validates the whole header against the file, then reads
+/// each tensor's bytes with positioned reads straight into the destination tensor's storage (or, when the dtype
+/// changes, through one small staging buffer). It does not memory-map the data: mapped pages count in the process's
+/// resident set until unmapped, which made a load peak at model + file (docs/checkpoints.md, "Loading").
 /// </para>
 /// </summary>
 public static class SafeTensors
@@ -34,6 +37,9 @@ public static class SafeTensors
     public const string MetadataKey = "__metadata__";
 
     public static SafeTensorsFile Open(string path) => SafeTensorsFile.OpenFile(path);
+
+    /// <summary>Opens with a given staging-buffer size for dtype conversion (tests use a tiny one to cross chunk boundaries).</summary>
+    internal static SafeTensorsFile Open(string path, int stagingBytes) => SafeTensorsFile.OpenFile(path, stagingBytes);
 
     /// <summary>The real file behind symlinks (the HF cache's snapshots/ are links into blobs/; FileInfo.Length of a link is the link's own size).</summary>
     public static string ResolveLinks(string path)
@@ -163,11 +169,17 @@ public static class SafeTensors
     }
 }
 
-/// <summary>An open, validated safetensors file. The file stays memory-mapped until disposed; tensors loaded from it are independent copies.</summary>
+/// <summary>
+/// An open, validated safetensors file. Tensor data is read on demand with positioned reads (no memory mapping, no
+/// whole-file buffer); tensors loaded from it are independent of the file. Reads may run on several threads at once.
+/// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
-    readonly MemoryMappedFile? _map;
-    readonly MemoryMappedViewAccessor? _view;
+    /// <summary>Largest staging buffer used when <see cref="ReadInto(SafeTensorInfo, Tensor)"/> converts dtypes (per call).</summary>
+    public int StagingBytes { get; }
+    public const int DefaultStagingBytes = 1 << 20;
+
+    readonly SafeFileHandle _handle;
     readonly Dictionary<string, SafeTensorInfo> _byName;
     bool _disposed;
 
@@ -179,10 +191,14 @@ public sealed class SafeTensorsFile : IDisposable
     public long DataOffset => 8 + HeaderLength;
     public long FileLength { get; }
 
-    SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, long fileLength, long headerLength,
-        List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
+    /// <summary>Bytes of tensor data read from the file so far: a whole-model load reads each byte once.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+    long _bytesRead;
+
+    SafeTensorsFile(string path, SafeFileHandle handle, long fileLength, long headerLength,
+        List<SafeTensorInfo> tensors, Dictionary<string, string> metadata, int stagingBytes)
     {
-        Path = path; _map = map; _view = view; FileLength = fileLength; HeaderLength = headerLength;
+        Path = path; _handle = handle; FileLength = fileLength; HeaderLength = headerLength; StagingBytes = stagingBytes;
         Tensors = tensors;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         Metadata = metadata;
@@ -193,40 +209,54 @@ public sealed class SafeTensorsFile : IDisposable
     public SafeTensorInfo Info(string name) =>
         _byName.TryGetValue(name, out var info) ? info : throw new DreamBoothException($"{Path}: no tensor named '{name}'");
 
-    internal static SafeTensorsFile OpenFile(string path)
+    internal static SafeTensorsFile OpenFile(string path, int stagingBytes = DefaultStagingBytes)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(stagingBytes, 8);
         var full = System.IO.Path.GetFullPath(path);
         if (!File.Exists(full)) throw new DreamBoothException($"{full}: file not found");
         var real = SafeTensors.ResolveLinks(full);
-        long length = new FileInfo(real).Length;
-        if (length < 8) throw new DreamBoothException($"{full}: not a safetensors file ({length} bytes, the 8-byte header length is missing)");
-        MemoryMappedFile map;
+        SafeFileHandle handle;
         try
         {
-            map = MemoryMappedFile.CreateFromFile(real, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            // FileShare.Delete: a writer may atomically replace the path (rename over it) while this inode is open.
+            handle = File.OpenHandle(real, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
         }
+        catch (FileNotFoundException) { throw new DreamBoothException($"{full}: file not found"); }
         catch (IOException e) { throw new DreamBoothException($"{full}: cannot open ({e.Message})", e); }
         catch (UnauthorizedAccessException e) { throw new DreamBoothException($"{full}: permission denied", e); }
-        MemoryMappedViewAccessor? view = null;
         try
         {
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            ulong n = view.ReadUInt64(0);
+            long length = RandomAccess.GetLength(handle);
+            if (length < 8) throw new DreamBoothException($"{full}: not a safetensors file ({length} bytes, the 8-byte header length is missing)");
+            Span<byte> len = stackalloc byte[8];
+            ReadExactly(handle, full, len, 0);
+            ulong n = BinaryPrimitives.ReadUInt64LittleEndian(len);
             if (n > SafeTensors.MaxHeaderBytes)
                 throw new DreamBoothException($"{full}: header length {n} exceeds the {SafeTensors.MaxHeaderBytes}-byte limit");
             if ((long)n > length - 8)
                 throw new DreamBoothException($"{full}: header length {n} runs past the end of the {length}-byte file (truncated or not safetensors)");
             if (n < 2) throw new DreamBoothException($"{full}: header length {n} is too small for a JSON object");
             var header = new byte[(int)n];
-            view.ReadArray(8, header, 0, header.Length);
+            ReadExactly(handle, full, header, 8);
             var (tensors, metadata) = ParseHeader(full, header, length - 8 - (long)n);
-            return new SafeTensorsFile(full, map, view, length, (long)n, tensors, metadata);
+            return new SafeTensorsFile(full, handle, length, (long)n, tensors, metadata, stagingBytes);
         }
         catch
         {
-            view?.Dispose();
-            map.Dispose();
+            handle.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Fills <paramref name="destination"/> from <paramref name="offset"/>; a short read means the file shrank since it was opened.</summary>
+    static void ReadExactly(SafeFileHandle handle, string path, Span<byte> destination, long offset)
+    {
+        while (destination.Length > 0)
+        {
+            int n = RandomAccess.Read(handle, destination, offset);
+            if (n <= 0) throw new DreamBoothException($"{path}: the file ended at byte {offset}, before the data its header describes (changed or truncated while open)");
+            destination = destination[n..];
+            offset += n;
         }
     }
 
@@ -350,27 +380,17 @@ public sealed class SafeTensorsFile : IDisposable
     static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
     static string FirstLine(string s) => s.Split('\n')[0].Trim();
 
-    /// <summary>Loads one tensor: a new CPU tensor whose storage receives the bytes straight from the mapped file.</summary>
+    /// <summary>Loads one tensor: a new CPU tensor whose storage receives the bytes straight from the file.</summary>
     public Tensor Load(string name) => Load(Info(name));
 
-    public unsafe Tensor Load(SafeTensorInfo info)
+    public Tensor Load(SafeTensorInfo info)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (info.ByteLength > int.MaxValue)
-            throw new DreamBoothException($"{Path}: tensor '{info.Name}' is {info.ByteLength} bytes; tensors over 2 GiB are not supported");
+        CheckSize(info);
         var t = torch.empty(info.Shape, info.ScalarType);
-        if (info.ByteLength == 0) return t;
         try
         {
-            var dst = t.bytes;
-            byte* src = null;
-            var handle = _view!.SafeMemoryMappedViewHandle;
-            handle.AcquirePointer(ref src);
-            try
-            {
-                new ReadOnlySpan<byte>(src + _view.PointerOffset + DataOffset + info.Begin, checked((int)info.ByteLength)).CopyTo(dst);
-            }
-            finally { handle.ReleasePointer(); }
+            ReadBytes(info, 0, t.bytes);
             return t;
         }
         catch
@@ -378,6 +398,75 @@ public sealed class SafeTensorsFile : IDisposable
             t.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Reads tensor <paramref name="name"/> into <paramref name="destination"/>: a contiguous CPU tensor with as many
+    /// elements (its shape may differ, e.g. a 1×1 conv kernel read into a linear weight). Same dtype: the bytes go
+    /// straight into the destination's storage. Another dtype: read in chunks of at most <see cref="StagingBytes"/> and
+    /// converted into the destination (fp16 ↔ fp32 and bf16 → fp32 on the CPU's vector units, others by torch), so no
+    /// second full-size copy of the tensor exists at any time. Safe to call from several threads at once.
+    /// </summary>
+    public void ReadInto(string name, Tensor destination) => ReadInto(Info(name), destination);
+
+    public void ReadInto(SafeTensorInfo info, Tensor destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckSize(info);
+        if (destination.device_type != DeviceType.CPU || !destination.is_contiguous())
+            throw new ArgumentException($"'{info.Name}': the destination must be a contiguous CPU tensor", nameof(destination));
+        if (destination.NumberOfElements != info.ElementCount)
+            throw new DreamBoothException($"{Path}: tensor '{info.Name}' has {info.ElementCount} elements, the destination {destination.NumberOfElements}");
+        if (info.ByteLength == 0) return;
+        if (destination.dtype == info.ScalarType)
+        {
+            ReadBytes(info, 0, destination.bytes);
+            return;
+        }
+        int elementSize = SafeTensors.ElementSize(info.ScalarType);
+        long chunk = Math.Max(1, StagingBytes / elementSize);
+        if (FloatConversion.Supports(info.ScalarType, destination.dtype))
+        {
+            var stage = ArrayPool<byte>.Shared.Rent((int)(chunk * elementSize));
+            try
+            {
+                var dst = destination.bytes;
+                int dstSize = (int)destination.ElementSize;
+                for (long start = 0; start < info.ElementCount; start += chunk)
+                {
+                    int count = (int)Math.Min(chunk, info.ElementCount - start);
+                    var src = stage.AsSpan(0, count * elementSize);
+                    ReadBytes(info, start * elementSize, src);
+                    FloatConversion.Convert(info.ScalarType, src, destination.dtype, dst.Slice((int)(start * dstSize), count * dstSize));
+                }
+            }
+            finally { ArrayPool<byte>.Shared.Return(stage); }
+            return;
+        }
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var staging = torch.empty(Math.Min(chunk, info.ElementCount), info.ScalarType);
+        var flat = destination.view(-1);
+        for (long start = 0; start < info.ElementCount; start += chunk)
+        {
+            long count = Math.Min(chunk, info.ElementCount - start);
+            var part = staging.narrow(0, 0, count);
+            ReadBytes(info, start * elementSize, part.bytes);
+            flat.narrow(0, start, count).copy_(part);
+        }
+    }
+
+    void CheckSize(SafeTensorInfo info)
+    {
+        if (info.ByteLength > int.MaxValue)
+            throw new DreamBoothException($"{Path}: tensor '{info.Name}' is {info.ByteLength} bytes; tensors over 2 GiB are not supported");
+    }
+
+    void ReadBytes(SafeTensorInfo info, long offset, Span<byte> destination)
+    {
+        if (destination.Length == 0) return;
+        ReadExactly(_handle, Path, destination, DataOffset + info.Begin + offset);
+        Interlocked.Add(ref _bytesRead, destination.Length);
     }
 
     /// <summary>Loads every tensor (or those <paramref name="include"/> accepts) into new CPU tensors.</summary>
@@ -401,7 +490,6 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _view?.Dispose();
-        _map?.Dispose();
+        _handle.Dispose();
     }
 }

@@ -1,7 +1,9 @@
+using System.Reflection;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
 using DreamBooth.Models.Vae;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace DreamBooth.Checkpoints;
@@ -55,17 +57,22 @@ public static class SingleFileCheckpoint
             throw new DreamBoothException($"{file.Path}: no VAE weights (first_stage_model.*)");
     }
 
-    /// <summary>Copies the file's weights into the three modules. With <paramref name="useEma"/>, UNet weights come from model_ema.*.</summary>
-    public static void LoadInto(ITensorFile file, CLIPTextModel textEncoder, UNet2DConditionModel unet, AutoencoderKL vae, bool useEma = false)
+    /// <summary>
+    /// Gives the three modules the file's weights (floats in <paramref name="dtype"/>; null: as built), each read straight
+    /// into its final storage, after every key and shape has been checked. With <paramref name="useEma"/>, UNet weights
+    /// come from model_ema.*.
+    /// </summary>
+    public static void LoadInto(ITensorFile file, CLIPTextModel textEncoder, UNet2DConditionModel unet, AutoencoderKL vae, bool useEma = false, ScalarType? dtype = null)
     {
         var map = new LdmKeyMap(LayoutOf(unet.Config, vae.Config));
-        var targets = new Dictionary<SdComponent, Dictionary<string, Tensor>>
+        var targets = new Dictionary<SdComponent, Dictionary<string, StateDictLoader.Slot>>
         {
             [SdComponent.TextEncoder] = StateDictLoader.Targets(textEncoder),
             [SdComponent.UNet] = StateDictLoader.Targets(unet),
             [SdComponent.Vae] = StateDictLoader.Targets(vae),
         };
         var filled = new HashSet<(SdComponent, string)>();
+        var plan = new List<StateDictLoader.Assignment>();
         var ema = useEma ? file.Keys.Where(k => k.StartsWith(LdmKeyMap.EmaPrefix, StringComparison.Ordinal)).ToHashSet(StringComparer.Ordinal) : [];
         if (useEma && ema.Count == 0) throw new DreamBoothException($"{file.Path}: has no EMA weights (model_ema.*); load without EMA");
         foreach (var key in file.Keys)
@@ -81,14 +88,18 @@ public static class SingleFileCheckpoint
             }
             if (!targets[pair.Component].TryGetValue(pair.DiffusersKey, out var target))
                 throw new DreamBoothException($"{file.Path}: key '{key}' maps to '{pair.DiffusersKey}', which the {pair.Component} model does not have (config mismatch?)");
-            StateDictLoader.Copy(file, source, target, pair.Reshape, $"{pair.Component} '{pair.DiffusersKey}'");
             if (!filled.Add((pair.Component, pair.DiffusersKey)))
                 throw new DreamBoothException($"{file.Path}: two keys map to {pair.Component} '{pair.DiffusersKey}' (the last was '{key}')");
+            plan.Add(new StateDictLoader.Assignment(source, target, pair.Reshape, $"{pair.Component} '{pair.DiffusersKey}'"));
         }
         foreach (var (component, dict) in targets)
             foreach (var k in dict.Keys)
                 if (!filled.Contains((component, k)))
                     throw new DreamBoothException($"{file.Path}: missing key '{map.ToLdm(component, k).LdmKey}' ({component} '{k}')");
+        StateDictLoader.Load(file, plan, dtype);
+        StateDictLoader.EnsureMaterialized(textEncoder, "text encoder");
+        StateDictLoader.EnsureMaterialized(unet, "UNet");
+        StateDictLoader.EnsureMaterialized(vae, "VAE");
     }
 
     /// <summary>The A1111 single-file state dict of three modules: LDM names, VAE attention as 1×1 convs, floats cast to <paramref name="dtype"/>.</summary>
@@ -119,43 +130,151 @@ public static class SingleFileCheckpoint
     }
 }
 
-/// <summary>Strict copying of file tensors into a module's parameters and buffers.</summary>
+/// <summary>
+/// Strict loading of file tensors into a module's parameters. Every key and shape is checked before any data is read;
+/// then every parameter gets new storage in the load dtype, filled straight from the file
+/// (<see cref="ITensorFile.ReadInto"/>, on a few threads: filling fresh memory is page-fault bound and scales with
+/// cores), and replaces the module's parameter. The module may have been built on the meta device
+/// (<c>Models.Layers.OnMeta</c>): then nothing was allocated or randomly initialised before, and a load holds one
+/// copy of the model plus a small staging buffer per thread.
+/// </summary>
 public static class StateDictLoader
 {
-    /// <summary>The module's state-dict tensors by key (they alias the live parameters).</summary>
-    public static Dictionary<string, Tensor> Targets(nn.Module module) => new(module.state_dict(), StringComparer.Ordinal);
+    /// <summary>Most threads reading at once (page-cache copies stop scaling before this on common machines).</summary>
+    public const int MaxReadThreads = 4;
 
-    /// <summary>Copies tensor <paramref name="key"/> of <paramref name="file"/> into <paramref name="target"/> (dtype converted), shapes checked.</summary>
-    public static void Copy(ITensorFile file, string key, Tensor target, bool reshape, string what)
+    /// <summary>One state-dict entry: the module that owns it, its attribute name there, and its current tensor (possibly meta).</summary>
+    public sealed record Slot(nn.Module Owner, string Name, Tensor Current, bool IsParameter);
+
+    /// <summary>One tensor to load: file key → module slot; <paramref name="Reshape"/>: a [o, i, 1, 1] kernel may fill an [o, i] weight.</summary>
+    public sealed record Assignment(string FileKey, Slot Target, bool Reshape, string What);
+
+    /// <summary>The module's state-dict entries by key.</summary>
+    public static Dictionary<string, Slot> Targets(nn.Module module)
     {
-        var (_, shape) = file.Describe(key);
-        var expected = target.shape;
-        bool ok = reshape
+        var owners = new Dictionary<string, nn.Module>(StringComparer.Ordinal) { [""] = module };
+        foreach (var (name, m) in module.named_modules()) owners[name] = m;
+        var parameterNames = new Dictionary<nn.Module, HashSet<string>>(ReferenceEqualityComparer.Instance);
+        var result = new Dictionary<string, Slot>(StringComparer.Ordinal);
+        foreach (var (key, tensor) in module.state_dict())
+        {
+            int dot = key.LastIndexOf('.');
+            var ownerPath = dot < 0 ? "" : key[..dot];
+            var name = key[(dot + 1)..];
+            if (!owners.TryGetValue(ownerPath, out var owner))
+                throw new InvalidOperationException($"state-dict key '{key}': no submodule '{ownerPath}'");
+            if (!parameterNames.TryGetValue(owner, out var names))
+                parameterNames[owner] = names = owner.named_parameters(recurse: false).Select(p => p.name).ToHashSet(StringComparer.Ordinal);
+            result[key] = new Slot(owner, name, tensor, names.Contains(name));
+        }
+        return result;
+    }
+
+    /// <summary>Throws, naming the key, when the file tensor's shape does not fit its target.</summary>
+    public static void CheckShape(ITensorFile file, Assignment a)
+    {
+        var (_, shape) = file.Describe(a.FileKey);
+        var expected = a.Target.Current.shape;
+        bool ok = a.Reshape
             ? shape.Length == 4 && shape[2] == 1 && shape[3] == 1 && shape[..2].SequenceEqual(expected) || shape.SequenceEqual(expected)
             : shape.SequenceEqual(expected);
         if (!ok)
-            throw new DreamBoothException($"{file.Path}: '{key}' has shape [{string.Join(", ", shape)}] but {what} expects [{string.Join(", ", expected)}]");
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var source = file.Load(key);
-        if (reshape) source = source.reshape(expected);
-        target.copy_(source);
+            throw new DreamBoothException($"{file.Path}: '{a.FileKey}' has shape [{string.Join(", ", shape)}] but {a.What} expects [{string.Join(", ", expected)}]");
+        if (!a.Target.IsParameter && a.Target.Current.device_type == DeviceType.META)
+            throw new InvalidOperationException($"{a.What}: a buffer built on the meta device cannot be loaded");
     }
 
-    /// <summary>Loads a diffusers-layout file into a module: same keys, strict, optional keys to skip.</summary>
-    public static void LoadStrict(nn.Module module, ITensorFile file, string component, IReadOnlySet<string>? ignore = null)
+    /// <summary>
+    /// Checks every shape, then reads every tensor of <paramref name="plan"/> into new storage (floats in
+    /// <paramref name="dtype"/>, null: the target's own dtype; other types as the target's) and gives it to its
+    /// module. When a read fails (a short file, a bad dtype), nothing is placed and everything read so far is freed.
+    /// </summary>
+    public static void Load(ITensorFile file, IReadOnlyList<Assignment> plan, ScalarType? dtype = null)
+    {
+        foreach (var a in plan) CheckShape(file, a);
+        var data = new Tensor?[plan.Count];
+        try
+        {
+            int next = -1, workers = Math.Clamp(Environment.ProcessorCount, 1, MaxReadThreads);
+            using var failed = new CancellationTokenSource();
+            void Work()
+            {
+                int i;
+                while (!failed.IsCancellationRequested && (i = Interlocked.Increment(ref next)) < plan.Count)
+                {
+                    var target = plan[i].Target;
+                    var type = !target.IsParameter ? target.Current.dtype
+                        : dtype is { } d && target.Current.is_floating_point() ? d : target.Current.dtype;
+                    var t = empty(target.Current.shape, type).DetachFromDisposeScope();
+                    data[i] = t;
+                    file.ReadInto(plan[i].FileKey, t);
+                }
+            }
+            try
+            {
+                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ =>
+                {
+                    try { Work(); }
+                    catch { failed.Cancel(); throw; }
+                });
+            }
+            catch (AggregateException e)
+            {
+                var first = e.Flatten().InnerExceptions.FirstOrDefault(x => x is DreamBoothException) ?? e.Flatten().InnerExceptions[0];
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
+            }
+            using var noGrad = no_grad();
+            for (int i = 0; i < plan.Count; i++)
+            {
+                var target = plan[i].Target;
+                if (target.IsParameter) Place(target, data[i]!);
+                else target.Current.copy_(data[i]!); // persistent buffers (none in our models today) keep their storage
+            }
+        }
+        finally
+        {
+            // the parameters hold their own handles to the storage
+            foreach (var t in data) t?.Dispose();
+        }
+    }
+
+    /// <summary>Replaces the owner's parameter by a new one over <paramref name="data"/> (the old one, meta or not, is disposed by the setter).</summary>
+    static void Place(Slot slot, Tensor data)
+    {
+        var property = slot.Owner.GetType().GetProperty(slot.Name, BindingFlags.Public | BindingFlags.Instance);
+        if (property is null || !property.CanWrite || !property.PropertyType.IsAssignableFrom(typeof(Parameter)))
+            throw new InvalidOperationException($"{slot.Owner.GetType().Name}.{slot.Name}: no settable Parameter property to load into");
+        // out of any dispose scope: not every setter detaches (TorchSharp's Embedding does not)
+        var parameter = new Parameter(data, requires_grad: slot.Current.requires_grad);
+        parameter.DetachFromDisposeScope();
+        property.SetValue(slot.Owner, parameter);
+    }
+
+    /// <summary>Loads a diffusers-layout file into a module: same keys, strict, optional keys to skip; floats in <paramref name="dtype"/> (null: as built).</summary>
+    public static void LoadStrict(nn.Module module, ITensorFile file, string component, IReadOnlySet<string>? ignore = null, ScalarType? dtype = null)
     {
         var targets = Targets(module);
+        var plan = new List<Assignment>();
         var filled = new HashSet<string>(StringComparer.Ordinal);
         foreach (var key in file.Keys)
         {
             if (ignore?.Contains(key) == true) continue;
             if (!targets.TryGetValue(key, out var target))
                 throw new DreamBoothException($"{file.Path}: unexpected key '{key}' for the {component}");
-            Copy(file, key, target, reshape: false, $"{component} '{key}'");
+            plan.Add(new Assignment(key, target, Reshape: false, $"{component} '{key}'"));
             filled.Add(key);
         }
         foreach (var k in targets.Keys)
             if (!filled.Contains(k)) throw new DreamBoothException($"{file.Path}: missing key '{k}' for the {component}");
+        Load(file, plan, dtype);
+        EnsureMaterialized(module, component);
+    }
+
+    /// <summary>After a strict load no parameter may be left on the meta device (a guard: the missing-key check should have named it).</summary>
+    public static void EnsureMaterialized(nn.Module module, string component)
+    {
+        foreach (var (name, p) in module.named_parameters())
+            if (p.device_type == DeviceType.META)
+                throw new InvalidOperationException($"{component} parameter '{name}' was not loaded (still on the meta device)");
     }
 }

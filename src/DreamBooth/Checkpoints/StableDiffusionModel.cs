@@ -1,4 +1,5 @@
 using DreamBooth.IO;
+using DreamBooth.Models;
 using DreamBooth.Models.Clip;
 using DreamBooth.Models.UNet;
 using DreamBooth.Models.Vae;
@@ -26,6 +27,11 @@ public sealed record ModelLoadOptions
     public IProgress<HubDownloadProgress>? Progress { get; init; }
     /// <summary>The Hub client to use (endpoint, token, cache); default: one from the environment.</summary>
     public HubClient? Hub { get; init; }
+    /// <summary>
+    /// The dtype of the loaded weights, whatever the file stores: fp32 (null, the default: what training's masters and
+    /// CPU inference use), fp16 or bf16. Each tensor is converted as it is read, so a load never holds the model twice.
+    /// </summary>
+    public ScalarType? Dtype { get; init; }
     /// <summary>Single-file checkpoints carry no configs: these default to SD 1.5.</summary>
     public CLIPTextConfig? TextEncoderConfig { get; init; }
     public UNet2DConditionConfig? UNetConfig { get; init; }
@@ -35,7 +41,9 @@ public sealed record ModelLoadOptions
 /// <summary>
 /// The model bundle every consumer uses: text encoder, UNet, VAE, tokenizer and the scheduler config, loaded from a
 /// single-file checkpoint (.safetensors/.ckpt, LDM layout), a diffusers folder, or a Hugging Face Hub repo; saved as an
-/// A1111 single file or a diffusers folder. Modules are built on CPU in fp32; move them with <see cref="To"/>.
+/// A1111 single file or a diffusers folder. Loaded modules are on CPU in <see cref="ModelLoadOptions.Dtype"/> (fp32
+/// by default); move them with <see cref="To"/>. A load builds the modules on the meta device (no memory, no random
+/// initialisation) and reads every tensor straight into its final storage: its peak is one model plus a staging buffer.
 /// </summary>
 public sealed class StableDiffusionModel : IDisposable
 {
@@ -87,14 +95,16 @@ public sealed class StableDiffusionModel : IDisposable
         lock (RandomInitGate)
         {
             torch.manual_seed(seed);
-            (te, u, v) = Build(text, unet, vae);
+            (te, u, v) = Build(text, unet, vae, onMeta: false);
         }
         return new StableDiffusionModel(te, u, v, tokenizer, StableDiffusion15SchedulerJson, $"random-{seed}", "(random)", hashable: false);
     }
 
-    static (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) Build(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae)
+    /// <summary>The three modules; <paramref name="onMeta"/>: parameters on the meta device, for a loader to fill.</summary>
+    static (CLIPTextModel, UNet2DConditionModel, AutoencoderKL) Build(CLIPTextConfig text, UNet2DConditionConfig unet, AutoencoderKLConfig vae, bool onMeta)
     {
         CLIPTextModel? te = null; UNet2DConditionModel? u = null;
+        using var meta = onMeta ? Layers.OnMeta() : null;
         try
         {
             te = new CLIPTextModel(text);
@@ -230,10 +240,11 @@ public sealed class StableDiffusionModel : IDisposable
         var unetConfig = options.UNetConfig ?? UNet2DConditionConfig.StableDiffusion15;
         SingleFileCheckpoint.CheckArchitecture(file, unetConfig);
         var tokenizer = SingleFileTokenizer(path, options, hub);
-        var (te, unet, vae) = Build(options.TextEncoderConfig ?? CLIPTextConfig.StableDiffusion15, unetConfig, options.VaeConfig ?? AutoencoderKLConfig.StableDiffusion15);
+        var dtype = LoadDtype(options);
+        var (te, unet, vae) = Build(options.TextEncoderConfig ?? CLIPTextConfig.StableDiffusion15, unetConfig, options.VaeConfig ?? AutoencoderKLConfig.StableDiffusion15, onMeta: true);
         try
         {
-            SingleFileCheckpoint.LoadInto(file, te, unet, vae, options.UseEma);
+            SingleFileCheckpoint.LoadInto(file, te, unet, vae, options.UseEma, dtype);
         }
         catch
         {
@@ -242,6 +253,13 @@ public sealed class StableDiffusionModel : IDisposable
         }
         return new StableDiffusionModel(te, unet, vae, tokenizer, schedulerJson ?? StableDiffusion15SchedulerJson, Path.GetFileNameWithoutExtension(path), path, hashable: true);
     }
+
+    static ScalarType LoadDtype(ModelLoadOptions options) => options.Dtype switch
+    {
+        null => ScalarType.Float32,
+        ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16 => options.Dtype.Value,
+        var other => throw new DreamBoothException($"model load dtype {other}: expected fp32, fp16 or bf16"),
+    };
 
     static ClipTokenizer SingleFileTokenizer(string checkpoint, ModelLoadOptions options, HubClient? hub)
     {
@@ -277,14 +295,15 @@ public sealed class StableDiffusionModel : IDisposable
             : throw new DreamBoothException($"{dir}: missing tokenizer/ folder (vocab.json + merges.txt)");
         var schedulerPath = Path.Combine(Sub("scheduler"), "scheduler_config.json");
         var scheduler = File.Exists(schedulerPath) ? File.ReadAllText(schedulerPath) : null;
-        var (te, unet, vae) = Build(textConfig, unetConfig, vaeConfig);
+        var dtype = LoadDtype(options);
+        var (te, unet, vae) = Build(textConfig, unetConfig, vaeConfig, onMeta: true);
         try
         {
             void LoadComponent(string name, nn.Module module, IReadOnlySet<string>? ignore = null)
             {
                 using var weights = DiffusersFolder.OpenWeights(Sub(name), options.Variant)
                     ?? throw new DreamBoothException($"{Sub(name)}: no weights (expected diffusion_pytorch_model.safetensors / model.safetensors, sharded or .bin)");
-                StateDictLoader.LoadStrict(module, weights, name, ignore);
+                StateDictLoader.LoadStrict(module, weights, name, ignore, dtype);
             }
             LoadComponent("unet", unet);
             LoadComponent("vae", vae);

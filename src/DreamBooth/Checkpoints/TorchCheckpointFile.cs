@@ -14,6 +14,12 @@ public interface ITensorFile : IDisposable
     /// <summary>Type and shape of a tensor without reading its data.</summary>
     (ScalarType Type, long[] Shape) Describe(string name);
     Tensor Load(string name);
+    /// <summary>
+    /// Reads tensor <paramref name="name"/> into <paramref name="destination"/>, a contiguous CPU tensor with the same
+    /// number of elements (dtype converted), without keeping a second full-size copy of it: the loader's path. Safe to
+    /// call from several threads at once (a loader fills many tensors in parallel).
+    /// </summary>
+    void ReadInto(string name, Tensor destination);
     IReadOnlyDictionary<string, string> Metadata { get; }
 }
 
@@ -39,6 +45,7 @@ public static class TensorFile
         public bool Contains(string name) => f.Contains(name);
         public (ScalarType, long[]) Describe(string name) { var i = f.Info(name); return (i.ScalarType, i.Shape); }
         public Tensor Load(string name) => f.Load(name);
+        public void ReadInto(string name, Tensor destination) => f.ReadInto(name, destination);
         public IReadOnlyDictionary<string, string> Metadata => f.Metadata;
         public void Dispose() => f.Dispose();
     }
@@ -149,6 +156,31 @@ public sealed class TorchCheckpointFile : ITensorFile
         var storage = Storage(t.Storage);
         using var scope = NewDisposeScope();
         return storage.as_strided(t.Shape, t.Stride, t.Offset).clone().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Same dtype and the tensor owns its whole storage: the stored bytes go straight into <paramref name="destination"/>.
+    /// Otherwise the tensor is loaded (one tensor's worth of memory) and copied over.
+    /// </summary>
+    public void ReadInto(string name, Tensor destination)
+    {
+        var t = Get(name);
+        long count = t.Shape.Aggregate(1L, (a, b) => a * b);
+        if (destination.device_type != DeviceType.CPU || !destination.is_contiguous())
+            throw new ArgumentException($"'{name}': the destination must be a contiguous CPU tensor", nameof(destination));
+        if (destination.NumberOfElements != count)
+            throw new DreamBoothException($"{Path}: tensor '{name}' has {count} elements, the destination {destination.NumberOfElements}");
+        if (count == 0) return;
+        if (destination.dtype == t.Storage.Type && _uses[t.Storage.Key] == 1 && t.Offset == 0 && count == t.Storage.ElementCount && IsContiguous(t.Shape, t.Stride))
+        {
+            _zip.CopyStored(_entries[_prefix + "data/" + t.Storage.Key], 0, destination.bytes);
+            return;
+        }
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        Tensor source;
+        lock (_storages) source = Load(name); // the storage cache is shared between tensors
+        destination.view(-1).copy_(source.view(-1));
     }
 
     static bool IsContiguous(long[] shape, long[] stride)

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.IO.MemoryMappedFiles;
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 
 namespace DreamBooth.Checkpoints;
 
@@ -9,8 +10,9 @@ namespace DreamBooth.Checkpoints;
 public sealed record ZipEntryInfo(string Name, int Method, long CompressedSize, long UncompressedSize, long DataOffset);
 
 /// <summary>
-/// A minimal, defensive zip reader for PyTorch checkpoints (zip64 aware). Stored entries are read straight from the
-/// memory-mapped file; deflated entries are inflated with hard bounds (declared size, a ratio cap, and a total cap),
+/// A minimal, defensive zip reader for PyTorch checkpoints (zip64 aware). The directory and the pickle are read
+/// through a memory map (only those pages are touched); stored tensor data is read with positioned reads straight
+/// into the destination, so the file's pages never join the process's resident set; deflated entries are inflated with hard bounds (declared size, a ratio cap, and a total cap),
 /// so a zip bomb ends in an error instead of filling memory.
 /// </summary>
 public sealed class ZipReader : IDisposable
@@ -23,15 +25,16 @@ public sealed class ZipReader : IDisposable
 
     readonly MemoryMappedFile _map;
     readonly MemoryMappedViewAccessor _view;
+    readonly SafeFileHandle _handle;
     long _inflatedTotal;
 
     public string Path { get; }
     public long Length { get; }
     public IReadOnlyList<ZipEntryInfo> Entries { get; }
 
-    ZipReader(string path, long length, MemoryMappedFile map, MemoryMappedViewAccessor view, List<ZipEntryInfo> entries)
+    ZipReader(string path, long length, MemoryMappedFile map, MemoryMappedViewAccessor view, SafeFileHandle handle, List<ZipEntryInfo> entries)
     {
-        Path = path; Length = length; _map = map; _view = view; Entries = entries;
+        Path = path; Length = length; _map = map; _view = view; _handle = handle; Entries = entries;
     }
 
     public static bool LooksLikeZip(string path)
@@ -53,14 +56,24 @@ public sealed class ZipReader : IDisposable
         catch (IOException e) { throw new DreamBoothException($"{full}: cannot open ({e.Message})", e); }
         catch (UnauthorizedAccessException e) { throw new DreamBoothException($"{full}: permission denied", e); }
         MemoryMappedViewAccessor? view = null;
+        SafeFileHandle? handle = null;
         try
         {
             view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             var entries = ReadCentralDirectory(full, view, length);
-            return new ZipReader(full, length, map, view, entries);
+            handle = File.OpenHandle(real, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+            return new ZipReader(full, length, map, view, handle, entries);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            handle?.Dispose();
+            view?.Dispose();
+            map.Dispose();
+            throw new DreamBoothException($"{full}: cannot open ({e.Message})", e);
         }
         catch
         {
+            handle?.Dispose();
             view?.Dispose();
             map.Dispose();
             throw;
@@ -170,20 +183,24 @@ public sealed class ZipReader : IDisposable
         return result;
     }
 
-    /// <summary>Copies <paramref name="dst"/>.Length bytes of a stored entry, from <paramref name="offset"/>, straight from the mapped file.</summary>
-    public unsafe void CopyStored(ZipEntryInfo e, long offset, Span<byte> dst)
+    /// <summary>Copies <paramref name="dst"/>.Length bytes of a stored entry, from <paramref name="offset"/>, with positioned reads.</summary>
+    public void CopyStored(ZipEntryInfo e, long offset, Span<byte> dst)
     {
         if (e.Method != 0) throw new DreamBoothException($"{Path}: tensor data entry '{e.Name}' is compressed (PyTorch writes it stored)");
         if (offset < 0 || dst.Length > e.UncompressedSize - offset) throw new DreamBoothException($"{Path}: read past the end of zip entry '{e.Name}'");
-        byte* p = null;
-        var h = _view.SafeMemoryMappedViewHandle;
-        h.AcquirePointer(ref p);
-        try { new ReadOnlySpan<byte>(p + _view.PointerOffset + e.DataOffset + offset, dst.Length).CopyTo(dst); }
-        finally { h.ReleasePointer(); }
+        long position = e.DataOffset + offset;
+        while (dst.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, dst, position);
+            if (n <= 0) throw new DreamBoothException($"{Path}: the file ended at byte {position}, inside zip entry '{e.Name}' (changed or truncated while open)");
+            dst = dst[n..];
+            position += n;
+        }
     }
 
     public void Dispose()
     {
+        _handle.Dispose();
         _view.Dispose();
         _map.Dispose();
     }

@@ -8,9 +8,17 @@ using SixLabors.ImageSharp.Processing;
 
 namespace DreamBooth.Data;
 
-/// <summary>A face in source-image pixels: box, MediaPipe score, the six keypoints, and which pass found it.</summary>
+/// <summary>
+/// A face in source-image pixels: box, MediaPipe score, the six keypoints, and which pass found it
+/// (<c>short-range</c>, <c>back</c>: the whole image through that model; <c>back-tile</c>: a tile through the 256 model).
+/// </summary>
 public sealed record FaceBox(float X, float Y, float Width, float Height, float Score, IReadOnlyList<PointF> Keypoints, string Model)
 {
+    /// <summary>
+    /// The short-range model's verdict on a close-up of this candidate: its mean score over crops of
+    /// <see cref="BlazeFaceOptions.ConfirmScales"/> × the box, centred on it (null when verification is off).
+    /// </summary>
+    public float? Confirmation { get; init; }
     public float CenterX => X + Width / 2;
     public float CenterY => Y + Height / 2;
     public float Area => Width * Height;
@@ -27,41 +35,76 @@ public sealed record FaceBox(float X, float Y, float Width, float Height, float 
 /// <summary>What the detector found: accepted (human) faces and the candidates the animal/verification policy rejected.</summary>
 public sealed record FaceDetectionResult(IReadOnlyList<FaceBox> Faces, IReadOnlyList<FaceBox> Rejected);
 
-/// <summary>Detector settings. Thresholds are MediaPipe's current ones; see docs/data-preparation.md.</summary>
+/// <summary>Detector settings. Model thresholds are MediaPipe's; the verification values are measured, see docs/data-preparation.md.</summary>
 public sealed record BlazeFaceOptions
 {
-    /// <summary>Minimum score of the 128×128 short-range model (MediaPipe: 0.5).</summary>
+    /// <summary>Minimum score of the 128×128 short-range model for a candidate (MediaPipe: 0.5).</summary>
     public float ShortRangeThreshold { get; init; } = 0.5f;
-    /// <summary>Minimum score of the 256×256 back model (MediaPipe's full-range value, 0.6).</summary>
+    /// <summary>Minimum score of the 256×256 back model for a candidate (MediaPipe's full-range value, 0.6).</summary>
     public float BackThreshold { get; init; } = 0.6f;
     /// <summary>IoU above which detections are merged by weighted NMS (MediaPipe: 0.3).</summary>
     public float NmsIoU { get; init; } = 0.3f;
     /// <summary>
-    /// Human-face policy: a candidate found only by the back model (or in a tile) is kept only if the short-range
-    /// model also finds a face on a close-up crop around it. The back model fires on cat faces (chelsea.png ≈0.8),
-    /// the short-range model does not; DreamBooth subjects here are people, so animal faces are not focal faces.
+    /// Human-face policy: every candidate, whichever pass found it, is kept only if the short-range model, run again
+    /// on close-ups centred on it (<see cref="ConfirmScales"/>), scores it at least <see cref="ConfirmThreshold"/> on
+    /// average. The back model fires on cat faces (chelsea.png ≈0.8) and the short-range model alone reaches 0.53–0.56
+    /// when a cat fills more of the frame; neither passes. DreamBooth subjects here are people, so animal faces are not focal faces.
     /// </summary>
     public bool RequireShortRangeConfirmation { get; init; } = true;
     /// <summary>
-    /// Score the short-range model must reach on the close-up to confirm a candidate (hollance's front threshold is 0.75).
-    /// Measured: real faces in astronaut/camera confirm at 0.78–0.92; the cat (chelsea) and coffee-cup/rocket
-    /// false positives reach at most 0.53.
+    /// Mean short-range score over the close-ups a candidate needs. Measured on 104 composites of the sample photos: real
+    /// faces 0.84–0.95; cats at most 0.52, anything else (coffee cup, the rocket's nose logo, texture) at most 0.64.
     /// </summary>
-    public float ConfirmThreshold { get; init; } = 0.7f;
-    /// <summary>Also scan overlapping tiles (side = half the short side) with the 256 model for small faces in full-body shots.</summary>
+    public float ConfirmThreshold { get; init; } = 0.75f;
+    /// <summary>
+    /// Close-up sides in multiples of the candidate box: at ×3/×4/×5 the face fills 33/25/20 % of the 128 input, where
+    /// the short-range model scores real faces highest; the crops come from the full-resolution image.
+    /// </summary>
+    public IReadOnlyList<float> ConfirmScales { get; init; } = [3f, 4f, 5f];
+    /// <summary>Also scan overlapping tiles with the 256 model (half the short side, then 256 px of the working copy) for small faces.</summary>
     public bool Tiles { get; init; } = true;
     /// <summary>
-    /// Detection runs on a copy at most this many pixels on its long side (one resize instead of one per tile); boxes
-    /// are mapped back to the full image. 1024 keeps faces down to about 1/40 of the long side (tiles of 384 px → 256).
+    /// Smallest face looked for, as a fraction of the image's short side (0.015: 45 px on a 3000-px side). The working
+    /// copy is scaled so that such a face is <see cref="TileFacePixels"/> pixels, the size at which the 256 model still
+    /// scores faces ≈0.8 in a 256-px tile. Never upscaled: small images are searched at their own size.
     /// </summary>
-    public int MaxSide { get; init; } = 1024;
+    public float MinFaceSize { get; init; } = 0.015f;
+    /// <summary>Detection runs on a copy at most this many pixels on its long side (panoramas); boxes are mapped back to the full image.</summary>
+    public int MaxSide { get; init; } = 2048;
+    /// <summary>Face size (px) the 256 model is given for a face of <see cref="MinFaceSize"/>; measured ≈0.8 at 14 px, 0.63 at 10 px.</summary>
+    public const float TileFacePixels = 14f;
+
+    /// <summary>The factor (≤ 1) the detector scales a width×height image by before looking for candidates.</summary>
+    public double WorkingScale(int width, int height)
+    {
+        double s = 1.0;
+        if (Tiles) s = Math.Min(s, TileFacePixels / (MinFaceSize * Math.Min(width, height)));
+        else s = Math.Min(s, 1024.0 / Math.Max(width, height)); // the whole-image passes see at most 256 px anyway
+        s = Math.Min(s, (double)MaxSide / Math.Max(width, height));
+        return s;
+    }
+
+    /// <summary>Throws a <see cref="DreamBoothException"/> naming the first setting out of range.</summary>
+    public void Validate()
+    {
+        static void Check(bool ok, string what) { if (!ok) throw new DreamBoothException($"face detector: {what}"); }
+        Check(ShortRangeThreshold is > 0 and < 1, $"ShortRangeThreshold must be in (0, 1), got {ShortRangeThreshold}");
+        Check(BackThreshold is > 0 and < 1, $"BackThreshold must be in (0, 1), got {BackThreshold}");
+        Check(NmsIoU is > 0 and < 1, $"NmsIoU must be in (0, 1), got {NmsIoU}");
+        Check(ConfirmThreshold is >= 0 and <= 1, $"ConfirmThreshold must be in [0, 1], got {ConfirmThreshold}");
+        Check(ConfirmScales.Count > 0 && ConfirmScales.All(m => m is >= 1 and <= 20), $"ConfirmScales must be 1 to 20 box sides each, got [{string.Join(", ", ConfirmScales)}]");
+        Check(MinFaceSize is > 0 and <= 0.5f, $"MinFaceSize must be a fraction of the short side in (0, 0.5], got {MinFaceSize}");
+        Check(MaxSide >= 256, $"MaxSide must be at least 256 px, got {MaxSide}");
+    }
+
     public static BlazeFaceOptions Default { get; } = new();
 }
 
 /// <summary>
 /// MediaPipe BlazeFace on ONNX Runtime: the short-range (front, 128×128) and back (256×256) models, SSD anchors,
-/// box/keypoint decoding and weighted NMS as MediaPipe does them, letterboxed input, and a multi-scale pass
-/// (whole image through both models, then tiles through the 256 model) so that close-ups and small faces are both found.
+/// box/keypoint decoding and weighted NMS as MediaPipe does them, letterboxed input, and a multi-scale pass (whole image
+/// through both models, then tiles of two sizes through the 256 model) so that close-ups and small faces are both found;
+/// every candidate is then verified by the short-range model on close-ups of the full-resolution image (human faces only).
 /// Thread-safe: ONNX Runtime sessions may be run concurrently.
 /// </summary>
 public sealed class BlazeFaceDetector : IDisposable
@@ -107,6 +150,7 @@ public sealed class BlazeFaceDetector : IDisposable
     public static BlazeFaceDetector Create(string shortRangeOnnx, string backOnnx, BlazeFaceOptions? options = null)
     {
         options ??= BlazeFaceOptions.Default;
+        options.Validate();
         var s = Open(shortRangeOnnx, ShortRangeSha256, 128, "short-range", options.ShortRangeThreshold, [8, 16, 16, 16]);
         try
         {
@@ -175,55 +219,123 @@ public sealed class BlazeFaceDetector : IDisposable
     /// <summary>Detects faces in <paramref name="image"/>; coordinates are in that image's pixels.</summary>
     public FaceDetectionResult Detect(Image<Rgb24> image, CancellationToken ct = default)
     {
-        int longSide = Math.Max(image.Width, image.Height);
-        if (Options.MaxSide > 0 && longSide > Options.MaxSide)
+        double f = Options.WorkingScale(image.Width, image.Height);
+        Image<Rgb24>? small = null;
+        try
         {
-            float f = (float)Options.MaxSide / longSide;
-            using var small = image.Clone(c => c.Resize(Math.Max(1, (int)Math.Round(image.Width * f)), Math.Max(1, (int)Math.Round(image.Height * f)), KnownResamplers.Triangle));
-            var r = DetectAtSize(small, ct);
-            return new FaceDetectionResult(r.Faces.Select(b => b.Scaled(1 / f)).ToList(), r.Rejected.Select(b => b.Scaled(1 / f)).ToList());
+            if (f < 1)
+                small = image.Clone(c => c.Resize(Math.Max(1, (int)Math.Round(image.Width * f)), Math.Max(1, (int)Math.Round(image.Height * f)), KnownResamplers.Triangle));
+            var work = small ?? image;
+            // the working copy's real scale per axis after rounding
+            float fx = (float)work.Width / image.Width, fy = (float)work.Height / image.Height;
+            var candidates = Candidates(work, ct)
+                .Select(b => Map(b, p => new PointF(p.X / fx, p.Y / fy))).ToList();
+            var merged = MergePixels(candidates);
+            if (!Options.RequireShortRangeConfirmation) return new FaceDetectionResult(merged, []);
+            var accepted = new List<FaceBox>();
+            var rejected = new List<FaceBox>();
+            foreach (var box in merged)
+            {
+                ct.ThrowIfCancellationRequested();
+                var checkedBox = box with { Confirmation = Confirm(image, work, fx, fy, box) };
+                (checkedBox.Confirmation >= Options.ConfirmThreshold ? accepted : rejected).Add(checkedBox);
+            }
+            return new FaceDetectionResult(accepted, rejected);
         }
-        return DetectAtSize(image, ct);
+        finally
+        {
+            small?.Dispose();
+        }
     }
 
-    FaceDetectionResult DetectAtSize(Image<Rgb24> image, CancellationToken ct)
+    /// <summary>
+    /// Candidates in <paramref name="work"/>'s pixels: the whole image through the short-range and back models (large faces),
+    /// then overlapping tiles through the back model, from half the short side down to 256 px (a face of
+    /// <see cref="BlazeFaceOptions.MinFaceSize"/> is then <see cref="BlazeFaceOptions.TileFacePixels"/> px in the model input).
+    /// </summary>
+    List<FaceBox> Candidates(Image<Rgb24> work, CancellationToken ct)
     {
-        int w = image.Width, h = image.Height;
-        var candidates = new List<(FaceBox Box, bool Confirmed)>();
-        var full = new Rectangle(0, 0, w, h);
-        foreach (var d in Run(_short, image, full)) candidates.Add((d, true));
-        foreach (var d in Run(_back, image, full)) candidates.Add((d, false));
+        int w = work.Width, h = work.Height;
+        var whole = Letterbox(w, h);
+        var candidates = new List<FaceBox>();
+        candidates.AddRange(Run(_short, work, whole, _short.Threshold, _short.Name));
+        candidates.AddRange(Run(_back, work, whole, _back.Threshold, _back.Name));
         ct.ThrowIfCancellationRequested();
-        int tile = Math.Min(w, h) / 2;
-        if (Options.Tiles && tile >= 128)
+        if (!Options.Tiles) return candidates;
+        foreach (int tile in TileSides(w, h))
         {
-            int step = tile / 2;
-            for (int y = 0; y + tile <= h; y += step)
+            foreach (int y in TileStarts(h, tile))
             {
-                for (int x = 0; x + tile <= w; x += step)
-                    foreach (var d in Run(_back, image, new Rectangle(x, y, tile, tile))) candidates.Add((d, false));
+                foreach (int x in TileStarts(w, tile))
+                    candidates.AddRange(Run(_back, work, new Rectangle(x, y, tile, tile), _back.Threshold, _back.Name + "-tile"));
                 ct.ThrowIfCancellationRequested();
             }
         }
-        // Confirm back-model/tile candidates with the short-range model on a close-up around them.
-        var accepted = new List<FaceBox>();
-        var rejected = new List<FaceBox>();
-        foreach (var (box, confirmed) in candidates)
-        {
-            if (confirmed || !Options.RequireShortRangeConfirmation || Confirm(image, box)) accepted.Add(box);
-            else rejected.Add(box);
-        }
-        return new FaceDetectionResult(MergePixels(accepted), MergePixels(rejected));
+        return candidates;
     }
 
-    bool Confirm(Image<Rgb24> image, FaceBox box)
+    /// <summary>Tile sides: half the short side, halved until the next would be under 1.25 × 256, then 256 (256 px tiles need no resize).</summary>
+    internal static List<int> TileSides(int w, int h)
     {
-        // The short-range model expects a face filling roughly a third to a half of its input.
-        float side = Math.Max(box.Width, box.Height) * 2.2f;
-        var region = Rectangle.Round(new RectangleF(box.CenterX - side / 2, box.CenterY - side / 2, side, side));
-        region.Intersect(new Rectangle(0, 0, image.Width, image.Height));
-        if (region.Width < 8 || region.Height < 8) return false;
-        return Run(_short, image, region).Any(d => d.Score >= Options.ConfirmThreshold && IoU(d.Rect, box.Rect) > Options.NmsIoU);
+        int shortSide = Math.Min(w, h);
+        const int finest = 256;
+        var sides = new List<int>();
+        for (double t = shortSide / 2.0; t > finest * 1.25; t /= 2) sides.Add((int)Math.Round(t));
+        int last = Math.Min(finest, shortSide);
+        if (last < Math.Max(w, h)) sides.Add(last); // a tile the size of the whole image adds nothing to the whole-image pass
+        return sides;
+    }
+
+    /// <summary>
+    /// Tile origins along one axis: evenly spaced, the first flush with 0 and the last flush with the far edge, neighbours
+    /// overlapping by at least a quarter tile (a face up to a quarter of the tile lies wholly inside one of them).
+    /// </summary>
+    internal static List<int> TileStarts(int length, int tile)
+    {
+        if (tile >= length) return [0];
+        double stride = tile * 0.75;
+        int n = (int)Math.Ceiling((length - tile) / stride) + 1;
+        return Enumerable.Range(0, n).Select(i => (int)Math.Round((length - tile) * (double)i / (n - 1))).ToList();
+    }
+
+    /// <summary>The square that letterboxes a w×h image (centred, the excess outside the image).</summary>
+    static Rectangle Letterbox(int w, int h)
+    {
+        int side = Math.Max(w, h);
+        return new Rectangle((w - side) / 2, (h - side) / 2, side, side);
+    }
+
+    /// <summary>
+    /// Verification: the short-range model on squares of <see cref="BlazeFaceOptions.ConfirmScales"/> × the box, centred on
+    /// it (black outside the image), read from the working copy when it has at least the model's resolution there and
+    /// from the full image otherwise. The score per crop is that of the best detection overlapping the candidate
+    /// (IoU &gt; NmsIoU), 0 when none; the result is the mean.
+    /// </summary>
+    float Confirm(Image<Rgb24> image, Image<Rgb24> work, float fx, float fy, FaceBox box)
+    {
+        var scales = Options.ConfirmScales;
+        if (scales.Count == 0) return 0;
+        float total = 0;
+        foreach (float m in scales)
+        {
+            float side = Math.Max(box.Width, box.Height) * m;
+            if (side < 8) continue;
+            bool useWork = side * Math.Min(fx, fy) >= _short.Size;
+            float sx = useWork ? fx : 1, sy = useWork ? fy : 1;
+            float s = side * Math.Min(sx, sy);
+            var window = Rectangle.Round(new RectangleF(box.CenterX * sx - s / 2, box.CenterY * sy - s / 2, s, s));
+            var found = Run(_short, useWork ? work : image, window, 0.05f, _short.Name);
+            total += found.Select(d => Map(d, p => new PointF(p.X / sx, p.Y / sy)))
+                .Where(d => IoU(d.Rect, box.Rect) > Options.NmsIoU).Select(d => d.Score).DefaultIfEmpty(0).Max();
+        }
+        return total / scales.Count;
+    }
+
+    static FaceBox Map(FaceBox b, Func<PointF, PointF> map)
+    {
+        var p0 = map(new PointF(b.X, b.Y));
+        var p1 = map(new PointF(b.X + b.Width, b.Y + b.Height));
+        return b with { X = p0.X, Y = p0.Y, Width = p1.X - p0.X, Height = p1.Y - p0.Y, Keypoints = b.Keypoints.Select(map).ToArray() };
     }
 
     List<FaceBox> MergePixels(List<FaceBox> boxes)
@@ -241,25 +353,32 @@ public sealed class BlazeFaceDetector : IDisposable
         return new FaceBox(d.XMin, d.YMin, d.XMax - d.XMin, d.YMax - d.YMin, d.Score, kp, model);
     }
 
-    /// <summary>Runs one model on a region of the image, letterboxed into the square input; boxes in image pixels.</summary>
-    List<FaceBox> Run(Model model, Image<Rgb24> image, Rectangle region)
+    /// <summary>
+    /// Runs one model on a square <paramref name="window"/> of the image (it may reach outside: that part is black, as
+    /// MediaPipe's letterbox pads); detections at or above <paramref name="threshold"/>, merged, in image pixels.
+    /// </summary>
+    List<FaceBox> Run(Model model, Image<Rgb24> image, Rectangle window, float threshold, string name)
     {
         int s = model.Size;
-        float scale = (float)s / Math.Max(region.Width, region.Height);
-        int rw = Math.Max(1, (int)Math.Round(region.Width * scale));
-        int rh = Math.Max(1, (int)Math.Round(region.Height * scale));
-        int padX = (s - rw) / 2, padY = (s - rh) / 2;
+        var inside = Rectangle.Intersect(window, new Rectangle(0, 0, image.Width, image.Height));
+        if (inside.Width <= 0 || inside.Height <= 0 || window.Width <= 0) return [];
+        double scale = (double)s / window.Width;
+        // where the visible part lands in the input, in whole pixels
+        int dx0 = (int)Math.Round((inside.X - window.X) * scale), dy0 = (int)Math.Round((inside.Y - window.Y) * scale);
+        int dx1 = Math.Min(s, (int)Math.Round((inside.Right - window.X) * scale)), dy1 = Math.Min(s, (int)Math.Round((inside.Bottom - window.Y) * scale));
+        int rw = Math.Max(1, dx1 - dx0), rh = Math.Max(1, dy1 - dy0);
+        dx0 = Math.Min(dx0, s - rw); dy0 = Math.Min(dy0, s - rh);
         var buf = new float[s * s * 3];
         Array.Fill(buf, -1f); // BORDER_ZERO: black padding
         var input = new DenseTensor<float>(buf, [1, s, s, 3]);
-        using (var resized = FocalCrop.CropResize(image, region, rw, rh))
+        using (var resized = FocalCrop.CropResize(image, inside, rw, rh))
         {
             resized.ProcessPixelRows(acc =>
             {
                 for (int y = 0; y < rh; y++)
                 {
                     var row = acc.GetRowSpan(y);
-                    int o = ((y + padY) * s + padX) * 3;
+                    int o = ((y + dy0) * s + dx0) * 3;
                     for (int x = 0; x < rw; x++, o += 3)
                     {
                         buf[o] = row[x].R / 127.5f - 1f;
@@ -272,22 +391,22 @@ public sealed class BlazeFaceDetector : IDisposable
         float[] scores, regs;
         using (var results = model.Session.Run([NamedOnnxValue.CreateFromTensor(model.Input, input)]))
         {
-            float[] Get(string name) => results.First(r => r.Name == name).AsEnumerable<float>().ToArray();
+            float[] Get(string n) => results.First(r => r.Name == n).AsEnumerable<float>().ToArray();
             scores = [.. Get(model.ScoreOutputs[0]), .. Get(model.ScoreOutputs[1])];
             regs = [.. Get(model.RegressorOutputs[0]), .. Get(model.RegressorOutputs[1])];
         }
-        var raw = Decode(scores, regs, model.Anchors, s, model.Threshold);
-        var merged = WeightedNms(raw, Options.NmsIoU);
-        // un-letterbox: normalized input → region pixels → image pixels
-        float Px(float nx) => (nx * s - padX) / scale + region.X;
-        float Py(float ny) => (ny * s - padY) / scale + region.Y;
+        var merged = WeightedNms(Decode(scores, regs, model.Anchors, s, threshold), Options.NmsIoU);
+        // input → image pixels through the visible part's actual placement and size
+        double kx = (double)inside.Width / rw, ky = (double)inside.Height / rh;
+        float Px(float nx) => (float)((nx * s - dx0) * kx + inside.X);
+        float Py(float ny) => (float)((ny * s - dy0) * ky + inside.Y);
         var boxes = new List<FaceBox>();
         foreach (var d in merged)
         {
             var kp = new PointF[d.Keypoints.Length / 2];
             for (int k = 0; k < kp.Length; k++) kp[k] = new PointF(Px(d.Keypoints[2 * k]), Py(d.Keypoints[2 * k + 1]));
             float x0 = Px(d.XMin), y0 = Py(d.YMin), x1 = Px(d.XMax), y1 = Py(d.YMax);
-            boxes.Add(new FaceBox(x0, y0, x1 - x0, y1 - y0, d.Score, kp, region.Width == image.Width && region.Height == image.Height ? model.Name : model.Name + "-tile"));
+            boxes.Add(new FaceBox(x0, y0, x1 - x0, y1 - y0, d.Score, kp, name));
         }
         return boxes;
     }

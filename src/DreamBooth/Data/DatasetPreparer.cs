@@ -46,7 +46,8 @@ public sealed record PrepareOptions
             Focal.AllowUpscale, ratios = Subject.AspectRatios.Select(r => r.ToString()).ToArray(), framing = Subject.Framing.ToString(), Subject.AllFaces,
             hs = Subject.HeadAndShoulders.ToString(), ub = Subject.UpperBody.ToString(), fb = Subject.FullBody.ToString(),
             bg = Ingest.Background.ToString(), Detector.ShortRangeThreshold, Detector.BackThreshold, Detector.ConfirmThreshold,
-            Detector.RequireShortRangeConfirmation, Detector.Tiles, BucketMaxResolution, BucketStep, BucketMinSide, version = 1,
+            Detector.RequireShortRangeConfirmation, Detector.Tiles, confirmScales = Detector.ConfirmScales.ToArray(), Detector.MinFaceSize, Detector.MaxSide,
+            BucketMaxResolution, BucketStep, BucketMinSide, version = 2,
         });
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(s)))[..16];
     }
@@ -181,7 +182,7 @@ public static class DatasetPreparer
         // Focal mode knows before decoding how many pixels it needs: the cover scale of the target and the detector's
         // working size. Large JPEGs are then decoded at a reduced DCT scale. (Subject mode may zoom into a small part.)
         Func<int, int, double>? need = options.Mode == PrepareMode.Focal
-            ? (w, h) => Math.Max(Math.Max((double)options.Size.Width / w, (double)options.Size.Height / h), (double)detector.Options.MaxSide / Math.Max(w, h))
+            ? (w, h) => Math.Max(Math.Max((double)options.Size.Width / w, (double)options.Size.Height / h), detector.Options.WorkingScale(w, h))
             : null;
         // decoded RGBA + RGB copy + crop/resize copies, plus the encoded bytes
         long pixels = (long)info!.Width * info.Height;

@@ -11,11 +11,14 @@ public enum TorchBackend
     Cpu,
     /// <summary>libtorch-cuda from NuGet (build with <c>-p:TorchBackend=cuda</c>).</summary>
     Cuda,
-    /// <summary>An existing PyTorch install: <c>DREAMBOOTH_LIBTORCH=/path/to/site-packages/torch/lib</c>.</summary>
+    /// <summary>An existing PyTorch install: <c>DREAMBOOTH_LIBTORCH=/path/to/site-packages/torch/lib</c> (a CUDA build, or a CPU-only one, which then runs on the CPU).</summary>
     External,
 }
 
 /// <summary>What <see cref="TorchRuntime.Initialize"/> loaded.</summary>
+/// <param name="LibTorchSharpPath">The file actually loaded (the libstdc++ compatibility copy when one was needed).</param>
+/// <param name="LibTorchSharpSource">Where that file came from: the TorchSharp package, or a user's build named by
+/// <c>DREAMBOOTH_LIBTORCHSHARP</c> (with the path as given).</param>
 public sealed record TorchRuntimeInfo(
     TorchBackend Backend,
     string LibTorchDirectory,
@@ -23,7 +26,8 @@ public sealed record TorchRuntimeInfo(
     bool LibStdCxxCompatCopy,
     bool CudaAvailable,
     int CudaDeviceCount,
-    string TorchSharpVersion);
+    string TorchSharpVersion,
+    string LibTorchSharpSource = TorchRuntime.PackageSource);
 
 /// <summary>
 /// Loads the native torch libraries once per process, before TorchSharp touches them:
@@ -36,6 +40,13 @@ public static class TorchRuntime
     public const string LibTorchEnv = "DREAMBOOTH_LIBTORCH";
     public const string BackendEnv = "DREAMBOOTH_BACKEND";
     public const string CacheEnv = "DREAMBOOTH_CACHE";
+    /// <summary>A user-supplied <c>libLibTorchSharp.so</c>, e.g. TorchSharp's native sources rebuilt against another libtorch.</summary>
+    public const string LibTorchSharpEnv = "DREAMBOOTH_LIBTORCHSHARP";
+    public const string PackageSource = "TorchSharp package";
+    /// <summary>The libtorch TorchSharp's package LibTorchSharp was built against (TorchSharp 0.107: libtorch-cpu 2.10.0).</summary>
+    public const string BuiltAgainstLibTorch = "2.10.0";
+    /// <summary>An export every LibTorchSharp build has; a file without it is some other library.</summary>
+    public const string ProbeExport = "THSTorch_manual_seed";
 
     static readonly object Gate = new();
     static TorchRuntimeInfo? _info;
@@ -100,13 +111,13 @@ public static class TorchRuntime
                 ?? throw new TorchLoadException($"libtorch.so not found next to the application or in the NuGet cache; restore the {(backend == TorchBackend.Cuda ? "TorchSharp-cuda-linux" : "TorchSharp-cpu")} package, or set {LibTorchEnv}");
         }
 
-        string libTorchSharp = CandidateDirectories("torchsharp", torchSharpVersion)
-            .Select(d => Path.Combine(d, "libLibTorchSharp.so"))
-            .FirstOrDefault(File.Exists)
-            ?? throw new TorchLoadException("libLibTorchSharp.so not found next to the application or in the NuGet cache (restore the TorchSharp package)");
+        var (libTorchSharp, source) = FindLibTorchSharp(torchSharpVersion);
+        // an existing PyTorch may be a CPU-only build (no libc10_cuda.so): then it runs on the CPU
+        bool cpuOnly = backend == TorchBackend.Cpu
+                       || (backend == TorchBackend.External && !File.Exists(Path.Combine(libTorchDir, "libc10_cuda.so")));
 
         // Dependencies first, by full path, so the (possibly relocated) LibTorchSharp binds to these by soname.
-        string[] order = backend == TorchBackend.Cpu
+        string[] order = cpuOnly
             ? ["libc10.so", "libtorch_cpu.so", "libtorch.so"]
             : ["libc10.so", "libc10_cuda.so", "libtorch_cpu.so", "libtorch_cuda.so", "libtorch.so"];
         foreach (var lib in order)
@@ -124,18 +135,21 @@ public static class TorchRuntime
         bool patched;
         try { loadable = LibStdCxxCompat.EnsureLoadableCopy(libTorchSharp, Path.Combine(CacheDirectory, "native"), out patched); }
         catch (IOException e) { throw new TorchLoadException($"cannot write the libstdc++ compatibility copy under {CacheDirectory} ({e.Message}); set {CacheEnv} to a writable folder", e); }
-        Handles["LibTorchSharp"] = LoadOrExplain(loadable);
+        var handle = LoadOrExplain(loadable, source);
+        if (!NativeLibrary.TryGetExport(handle, ProbeExport, out _))
+            throw new TorchLoadException($"{libTorchSharp} (from {source}): not a LibTorchSharp build (it exports no {ProbeExport})");
+        Handles["LibTorchSharp"] = handle;
 
         NativeLibrary.SetDllImportResolver(typeof(torch).Assembly, Resolve);
         try
         {
-            torch.InitializeDeviceType(backend == TorchBackend.Cpu ? DeviceType.CPU : DeviceType.CUDA);
+            torch.InitializeDeviceType(cpuOnly ? DeviceType.CPU : DeviceType.CUDA);
         }
         catch (Exception e) when (e is not TorchLoadException)
         {
             throw new TorchLoadException($"TorchSharp could not initialize the {backend} backend from {libTorchDir}: {e.Message}", e);
         }
-        return Describe(backend, libTorchDir, loadable, patched);
+        return Describe(backend, libTorchDir, loadable, patched, source);
     }
 
     static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path)
@@ -146,19 +160,84 @@ public static class TorchRuntime
         return Handles.TryGetValue(key, out var h) ? h : IntPtr.Zero;
     }
 
-    static IntPtr LoadOrExplain(string path)
+    /// <summary>
+    /// The LibTorchSharp to load: <c>DREAMBOOTH_LIBTORCHSHARP</c> when set (checked to be a shared library for this
+    /// process's architecture), else the TorchSharp package's, next to the app or in the NuGet cache.
+    /// </summary>
+    static (string Path, string Source) FindLibTorchSharp(string torchSharpVersion)
+    {
+        var user = Environment.GetEnvironmentVariable(LibTorchSharpEnv);
+        if (!string.IsNullOrEmpty(user))
+        {
+            string full = Path.GetFullPath(user);
+            if (!File.Exists(full))
+                throw new TorchLoadException($"{LibTorchSharpEnv}='{user}': no such file (expected a libLibTorchSharp.so built from TorchSharp's native sources; see docs/backends.md)");
+            if (ElfSharedObjectProblem(full) is { } problem)
+                throw new TorchLoadException($"{LibTorchSharpEnv}='{user}': {problem}");
+            return (full, $"{LibTorchSharpEnv} ({full})");
+        }
+        string found = CandidateDirectories("torchsharp", torchSharpVersion)
+            .Select(d => Path.Combine(d, "libLibTorchSharp.so"))
+            .FirstOrDefault(File.Exists)
+            ?? throw new TorchLoadException($"libLibTorchSharp.so not found next to the application or in the NuGet cache (restore the TorchSharp package, or set {LibTorchSharpEnv})");
+        return (found, PackageSource);
+    }
+
+    /// <summary>
+    /// The version of the Python torch whose lib/ folder is <paramref name="libTorchDirectory"/> (its ../version.py, as
+    /// pip installs it), or null when there is none (NuGet's libtorch, a plain libtorch download).
+    /// </summary>
+    public static string? PythonTorchVersion(string libTorchDirectory)
+    {
+        var file = Path.Combine(libTorchDirectory, "..", "version.py");
+        if (!File.Exists(file)) return null;
+        foreach (var line in File.ReadLines(file))
+        {
+            var t = line.Trim();
+            if (!t.StartsWith("__version__", StringComparison.Ordinal)) continue;
+            int a = t.IndexOfAny(['\'', '"']), b = t.LastIndexOfAny(['\'', '"']);
+            return a >= 0 && b > a ? t[(a + 1)..b] : null;
+        }
+        return null;
+    }
+
+    /// <summary>Null when <paramref name="path"/> is an ELF shared object for this process's architecture, else what it is instead.</summary>
+    internal static string? ElfSharedObjectProblem(string path)
+    {
+        Span<byte> head = stackalloc byte[20];
+        int read;
+        try
+        {
+            using var f = File.OpenRead(path);
+            read = f.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"cannot be read ({e.Message})"; }
+        if (read < head.Length || head[0] != 0x7F || head[1] != (byte)'E' || head[2] != (byte)'L' || head[3] != (byte)'F')
+            return "not an ELF file (expected a libLibTorchSharp.so)";
+        if (head[4] != 2 || head[5] != 1) return "not a 64-bit little-endian ELF file";
+        ushort type = BitConverter.ToUInt16(head[16..18]), machine = BitConverter.ToUInt16(head[18..20]);
+        if (type != 3) return $"an ELF file of type {type}, not a shared library (ET_DYN)";
+        ushort expected = RuntimeInformation.ProcessArchitecture switch { Architecture.X64 => 62, Architecture.Arm64 => 183, _ => machine };
+        if (machine != expected) return $"built for ELF machine {machine}, this process is {RuntimeInformation.ProcessArchitecture} (machine {expected})";
+        return null;
+    }
+
+    static IntPtr LoadOrExplain(string path, string? source = null)
     {
         try { return NativeLibrary.Load(path); }
         catch (DllNotFoundException e)
         {
-            throw new TorchLoadException($"loading {path} failed: {e.Message}", e);
+            string hint = e.Message.Contains("undefined symbol", StringComparison.Ordinal) && source is not null
+                ? $" (this LibTorchSharp, from {source}, was built against another libtorch: list what is missing with tools/gpu/symbol_check.py, rebuild it against this libtorch and set {LibTorchSharpEnv}; see docs/backends.md)"
+                : "";
+            throw new TorchLoadException($"loading {path} failed: {e.Message}{hint}", e);
         }
     }
 
-    static TorchRuntimeInfo Describe(TorchBackend backend, string libDir, string libTorchSharp, bool patched)
+    static TorchRuntimeInfo Describe(TorchBackend backend, string libDir, string libTorchSharp, bool patched, string source = PackageSource)
     {
         bool cuda = backend != TorchBackend.Cpu && torch.cuda.is_available();
-        return new TorchRuntimeInfo(backend, libDir, libTorchSharp, patched, cuda, cuda ? torch.cuda.device_count() : 0, TorchSharpVersion());
+        return new TorchRuntimeInfo(backend, libDir, libTorchSharp, patched, cuda, cuda ? torch.cuda.device_count() : 0, TorchSharpVersion(), source);
     }
 
     static string TorchSharpVersion()

@@ -31,13 +31,14 @@ public static class A1111DbConfigImporter
         ["train_unfrozen"] = "all UNet layers always train",
         ["gradient_set_to_none"] = "gradients are always set to none",
         ["noise_scheduler"] = "training noise comes from the base model's scheduler config",
-        ["half_model"] = "use save_dtype",
+        ["half_model"] = "false: the extension then saves fp32 single files; kept save_dtype fp16 (set save_dtype fp32 to match)",
         ["v2"] = "SD 2.x is not supported",
         ["tf32_enable"] = "not configurable",
         ["deterministic"] = "training is always seeded (seed)",
         ["min_snr_gamma"] = "Min-SNR weighting is not implemented (the extension ignores it too)",
-        ["ema_predict"] = "previews use the trained weights",
-        ["infer_ema"] = "previews use the trained weights",
+        ["ema_predict"] = "a UI checkbox the extension's training code never reads; previews here use the trained weights (preview_ema = false)",
+        ["infer_ema"] = "the extension uses it to sample from a saved model's ema_unet (class images, its sampling tab); its training previews use the trained weights, as here (preview_ema = false)",
+        ["disable_class_matching"] = "class images of any size count here (as with this on); missing ones are generated at the instance buckets' sizes",
         ["learning_rate_min"] = "only used by schedulers we do not have",
         ["lr_factor"] = "only used by schedulers we do not have",
         ["lr_scale_pos"] = "only used by schedulers we do not have",
@@ -46,9 +47,9 @@ public static class A1111DbConfigImporter
         ["save_ckpt_after"] = "a save always happens at the end",
         ["save_ckpt_during"] = "saves follow save_every_epochs",
         ["save_ckpt_cancel"] = "cancel always saves",
-        ["save_state_after"] = "training state is always saved with each save",
-        ["save_state_during"] = "training state is always saved with each save",
-        ["save_state_cancel"] = "training state is always saved on cancel",
+        ["save_state_after"] = "a training state is written with every save; the newest keep_training_states are kept",
+        ["save_state_during"] = "a training state is written with every save; the newest keep_training_states are kept",
+        ["save_state_cancel"] = "a training state is always written on cancel",
         ["custom_model_name"] = "use name",
         ["sanity_prompt"] = "mapped to preview_prompts only when not empty",
     };
@@ -128,6 +129,8 @@ public static class A1111DbConfigImporter
         Map<bool>("strict_tokens", "strict_tokens", v => c with { StrictTokens = v });
         Map<bool>("shuffle_tags", "shuffle_tags", v => c with { ShuffleTags = v });
         Map<double>("prior_loss_weight", "prior_loss_weight", v => c with { PriorLossWeight = v });
+        if (Has("prior_loss_weight"))
+            mapped[^1] += " (class steps' loss × this weight here; the extension's SD1.x code at batch 1 leaves class steps at weight 1: set 1 to match it exactly)";
         Map<bool>("prior_loss_scale", "scale_prior_loss", v => c with { ScalePriorLoss = v });
         Map<double>("prior_loss_weight_min", "prior_loss_weight_min", v => c with { PriorLossWeightMin = v });
         Map<int>("prior_loss_target", "prior_loss_target_epochs", v => c with { PriorLossTargetEpochs = v });
@@ -135,6 +138,11 @@ public static class A1111DbConfigImporter
         Map<bool>("dynamic_img_norm", "dynamic_image_normalization", v => c with { DynamicImageNormalization = v });
         Map<int>("resolution", "max_resolution", v => c with { MaxResolution = v });
         Map<bool>("gradient_checkpointing", "gradient_checkpointing", v => c with { GradientCheckpointing = v });
+        if (Has("half_model"))
+        {
+            if (Val<bool>("half_model")) { c = c with { SaveDtype = "fp16" }; mapped.Add("half_model → save_dtype = fp16"); }
+            else ignored.Add($"half_model = false ({Reasons["half_model"]})");
+        }
 
         if (Has("max_token_length"))
         {
@@ -198,6 +206,14 @@ public static class A1111DbConfigImporter
             }
             c = c with { Concepts = concepts };
             mapped.Add($"concepts_list → concepts ({concepts.Count})");
+        }
+        // the extension's bucket sampler steps an instance image, then a class image (db_dataset.py, shuffle_buckets):
+        // at batch 1 that is prior_stepping "alternate"; its batches of B > 1 hold about B/2 instance and B/2 class images
+        if (c.Concepts.Any(k => k.HasPrior))
+        {
+            if (c.BatchSize > 1)
+                ignored.Add($"train_batch_size = {c.BatchSize} with class images: the extension's batches then mix instance and class images (about {c.BatchSize / 2} of each) in one step; the nearest here is prior_stepping \"joint\" with batch_size {Math.Max(1, c.BatchSize / 2)} (kept prior_stepping {c.PriorStepping}, batch_size {c.BatchSize})");
+            else mapped.Add("train_batch_size = 1 → prior_stepping = alternate (the extension's sampler: an instance step, then a class step)");
         }
 
         foreach (var kv in root)

@@ -57,6 +57,10 @@ public sealed class DreamBoothTrainer : IDisposable
     bool _teFrozen;
 
     public TrainingConfig Config => _c;
+    /// <summary>The step/epoch arithmetic of this run (prior stepping, accumulation, TE cut, save epochs).</summary>
+    public StepPlan Plan { get; }
+    /// <summary>The disk arithmetic checked before anything was written (checkpoints, states, latent cache, class images).</summary>
+    public DiskPlan DiskPlan { get; }
     public int TotalSteps { get; }
     public int TextEncoderSteps { get; }
     public int StepsPerEpoch { get; }
@@ -85,23 +89,29 @@ public sealed class DreamBoothTrainer : IDisposable
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
         _sd = model;
-        _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config) : null);
         _device = ResolveDevice(config.Device);
+        _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
+        if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
+            throw new DreamBoothException("mixed_precision = \"fp16\" needs a CUDA device (use bf16 or no on the CPU)");
+
+        // before anything is written: will the run's files fit on the output volume?
+        DiskPlan = DiskPlan.For(config, model, fromEpoch: ResumeEpoch(config));
+        setupProgress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Message = DiskPlan.ToString() });
+        DiskPlan.ThrowIfItDoesNotFit();
+
         model.Vae.to(_device);
         model.UNet.to(_device);
         model.TextEncoder.to(_device);
         ClassImageReports = ClassImagePreparation.Run(config, model, setupProgress, setupCancellation);
-        _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
-        if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
-            throw new DreamBoothException("mixed_precision = \"fp16\" needs a CUDA device (use bf16 or no on the CPU)");
         _schedule = NoiseSchedule.FromConfigJson(model.SchedulerConfigJson);
         _data = new TrainingData(config);
+        _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config, _data) : null);
         _promptOptions = new PromptOptions { PadTokens = config.PadTokens, StrictTokens = config.StrictTokens, ShuffleTags = config.ShuffleTags, MaxTokenLength = config.MaxTokenLength };
 
-        StepsPerEpoch = (_data.BatchesPerEpoch + config.GradientAccumulationSteps - 1) / config.GradientAccumulationSteps;
-        TotalSteps = StepsPerEpoch * config.Epochs;
-        TextEncoderSteps = config.TrainUnet ? (int)Math.Round(config.TextEncoderStepRatio * TotalSteps, MidpointRounding.AwayFromZero) : TotalSteps;
-        if (config.TextEncoderLearningRate <= 0) TextEncoderSteps = 0;
+        Plan = _data.Plan;
+        StepsPerEpoch = Plan.StepsPerEpoch;
+        TotalSteps = Plan.TotalSteps;
+        TextEncoderSteps = Plan.TextEncoderSteps;
 
         // what trains: every UNet parameter (train_unet), the TE except (optionally) its LayerNorms
         var unet = model.UNet;
@@ -131,8 +141,7 @@ public sealed class DreamBoothTrainer : IDisposable
         _lr = LrSchedule.FromConfig(config, TotalSteps);
         _scaler = new LossScaler(enabled: _computeDtype == ScalarType.Float16);
         if (config.UseEma)
-            _ema = new EmaModel(_unetMasters.Names.Zip(_unetMasters.Masters), config.EmaDecay, config.EmaWarmup,
-                config.EmaDevice == "cpu" ? torch.CPU : _device);
+            _ema = new EmaModel(_unetMasters.Names.Zip(_unetMasters.Masters), config.EmaDecay, config.EmaWarmup, EmaDeviceFor(config, _device));
         if (config.CacheLatents)
             _latentCache = new LatentCache(Path.Combine(config.OutputDir, "latent_cache"), model.Vae, _device);
         _teFrozen = TextEncoderSteps == 0;
@@ -154,6 +163,9 @@ public sealed class DreamBoothTrainer : IDisposable
         return te.named_modules().Any(m => m.name == owner && m.module is TorchSharp.Modules.LayerNorm);
     }
 
+    /// <summary>Where the EMA copy lives: the training device, or the CPU (ema_device = "cpu": saves its 3.4 GB of GPU memory at full size).</summary>
+    public static Device EmaDeviceFor(TrainingConfig config, Device trainingDevice) => config.EmaDevice == "cpu" ? torch.CPU : trainingDevice;
+
     public static Device ResolveDevice(string device) => device switch
     {
         "auto" => torch.cuda.is_available() ? torch.CUDA : torch.CPU,
@@ -165,13 +177,14 @@ public sealed class DreamBoothTrainer : IDisposable
 
     // ------------------------------------------------------------------ the step
 
-    /// <summary>Per-sample inputs of one forward pass.</summary>
-    sealed record StepInputs(Tensor Latents, Tensor InputIds, Tensor IsClass);
+    /// <summary>Per-sample inputs of one forward pass; how many are instance and class samples is known on the host.</summary>
+    sealed record StepInputs(Tensor Latents, Tensor InputIds, Tensor InputIdsHost, Tensor IsClass, int Instances, int Classes);
 
     /// <summary>
-    /// One forward/backward on a batch (instance and class samples together): noise → timesteps →
-    /// add_noise → UNet → target → fp32 loss split into instance and prior → backward of
-    /// (instance + w·prior)·scale/accumulation. Returns (loss, instance, prior) as doubles.
+    /// One forward/backward on a batch: noise → timesteps → add_noise → UNet → target → fp32 per-sample MSE, split into
+    /// instance and prior → backward of (instance + w·prior)·scale/accumulation. A batch holds instance samples, class
+    /// samples (alternate prior stepping: loss = w·prior) or both (joint). Returns (loss, instance, prior) as doubles
+    /// (NaN for a part the batch does not have), read back in one transfer.
     /// </summary>
     (double Loss, double Instance, double Prior) TrainStep(StepInputs x, double priorWeight, Generator gen, double lossScale)
     {
@@ -182,25 +195,25 @@ public sealed class DreamBoothTrainer : IDisposable
             noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
         long bsz = latents.shape[0];
         var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var encoderHiddenStates = EncodeText(x.InputIds);
-        int classes = (int)x.IsClass.sum().item<long>();
+        var encoderHiddenStates = EncodeText(x.InputIds, x.InputIdsHost);
         var (loss, instanceLoss, priorLoss) = DreamBoothObjective.Compute(_sd.UNet, _schedule, latents, noise, timesteps,
-            encoderHiddenStates, x.IsClass, (int)bsz - classes, classes, priorWeight, _computeDtype);
+            encoderHiddenStates, x.IsClass, x.Instances, x.Classes, priorWeight, _computeDtype);
 
         (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
-        return (loss.item<float>(), instanceLoss?.item<float>() ?? double.NaN, priorLoss?.item<float>() ?? double.NaN);
+        var nan = torch.tensor(float.NaN, device: loss.device);
+        var host = HostRead.Floats(torch.stack([loss.detach(), instanceLoss?.detach() ?? nan, priorLoss?.detach() ?? nan]));
+        return (host[0], host[1], host[2]);
     }
 
-    Tensor EncodeText(Tensor ids)
+    Tensor EncodeText(Tensor ids, Tensor idsHost)
     {
         if (!_teFrozen) return PromptEncoder.EncodePrompts(_sd.TextEncoder, ids, _c.ClipSkip);
-        // frozen TE: embeddings are fixed per token row, computed once
+        // frozen TE: embeddings are fixed per token row, computed once (keyed by the host copy of the ids: no device read)
         using var scope = torch.NewDisposeScope();
         var rows = new List<Tensor>();
-        var idsCpu = ids.cpu();
-        for (long i = 0; i < ids.shape[0]; i++)
+        for (long i = 0; i < idsHost.shape[0]; i++)
         {
-            var row = idsCpu[i];
+            var row = idsHost[i];
             string key = string.Join(",", row.data<long>().ToArray());
             if (!_textCache.TryGetValue(key, out var emb))
             {
@@ -231,7 +244,7 @@ public sealed class DreamBoothTrainer : IDisposable
         if (_step == 0 || !File.Exists(csv)) File.WriteAllText(csv, TrainingEvent.CsvHeader + "\n");
         var tensorboard = new TensorBoardLog(Path.Combine(_c.OutputDir, "tensorboard"));
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
-            Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch, {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
+            Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch ({Plan.SamplesPerStep} a step), {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
 
         double lastLoss = double.NaN;
         var sw = new Stopwatch();
@@ -256,7 +269,7 @@ public sealed class DreamBoothTrainer : IDisposable
                 int take = Math.Min(_c.GradientAccumulationSteps, batches.Count - _batchInEpoch);
                 var gen = NewGenerator(_step);
                 var rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                double loss = 0, inst = 0, prior = 0; int priorCount = 0, images = 0;
+                double loss = 0, inst = 0, prior = 0; int instCount = 0, priorCount = 0, images = 0;
                 for (int a = 0; a < take; a++)
                 {
                     var batch = batches[_batchInEpoch + a];
@@ -279,11 +292,12 @@ public sealed class DreamBoothTrainer : IDisposable
                         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, Epoch = _epoch, Message = message });
                         gen = NewGenerator(_step);   // the same step again, with the same noise
                         rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                        loss = inst = prior = 0; priorCount = 0; images = 0;
+                        loss = inst = prior = 0; instCount = priorCount = images = 0;
                         a = -1;
                         continue;
                     }
-                    loss += r.Loss / take; inst += r.Instance / take;
+                    loss += r.Loss / take;
+                    if (!double.IsNaN(r.Instance)) { inst += r.Instance; instCount++; }
                     if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
                 }
                 if (!double.IsFinite(loss))
@@ -297,7 +311,7 @@ public sealed class DreamBoothTrainer : IDisposable
                 var ev = new TrainingEvent
                 {
                     Kind = TrainingEventKind.Step, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
-                    Loss = loss, InstanceLoss = inst, PriorLoss = priorCount > 0 ? prior / priorCount : double.NaN, PriorLossWeight = priorWeight,
+                    Loss = loss, InstanceLoss = instCount > 0 ? inst / instCount : double.NaN, PriorLoss = priorCount > 0 ? prior / priorCount : double.NaN, PriorLossWeight = priorWeight,
                     LrUnet = _optimizer.Groups[0].Enabled ? _optimizer.Groups[0].LearningRate : 0,
                     LrTextEncoder = _optimizer.Groups[1].Enabled ? _optimizer.Groups[1].LearningRate : 0,
                     GradNorm = gradNorm, TextEncoderGradNorm = teGradNorm,
@@ -315,7 +329,7 @@ public sealed class DreamBoothTrainer : IDisposable
             if ((_c.SaveEveryEpochs > 0 && _epoch % _c.SaveEveryEpochs == 0) || last) Save(progress, cancelled: false);
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
-                var files = WithFp32Weights(ema: _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
+                var files = WithFp32Weights(ema: _c.PreviewEma && _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
                 progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
             }
         }
@@ -352,30 +366,37 @@ public sealed class DreamBoothTrainer : IDisposable
             if (_latentCache is null) { mean.Dispose(); std.Dispose(); }
             prompts.Add(img.Prompt);
         }
-        var ids = _sd.Tokenizer.Tokenize(prompts, _promptOptions, rng).to(_device);
+        var idsHost = _sd.Tokenizer.Tokenize(prompts, _promptOptions, rng).cpu();
         var isClass = torch.tensor(batch.Images.Select(i => i.IsClass).ToArray()).to(_device);
-        return new StepInputs(torch.stack(lat), ids, isClass);
+        return new StepInputs(torch.stack(lat), idsHost.to(_device), idsHost, isClass, batch.InstanceCount, batch.ClassCount);
     }
 
-    /// <summary>Grads → fp32 masters (unscaled), clipping per group, optimizer step, LR schedule, masters → compute copies, EMA.</summary>
+    /// <summary>
+    /// Grads → fp32 masters (unscaled), each group's grad norm computed on the device and read back in one transfer (the
+    /// norms are also the finite check: a non-finite gradient, an fp16 overflow, skips the step and halves the loss
+    /// scale), clipping per group, optimizer step, LR schedule, masters → compute copies, EMA.
+    /// </summary>
     (double GradNorm, double TeGradNorm, bool Stepped) OptimizerStep()
     {
-        bool finite = _unetMasters.CopyGradsToMasters(1.0 / _scaler.Scale) & (_teFrozen || _teMasters.CopyGradsToMasters(1.0 / _scaler.Scale));
-        _scaler.Update(finite);
-        if (!finite)
+        var unetParams = _optimizer.Groups[0].Params;
+        var teParams = _teFrozen ? [] : _optimizer.Groups[1].Params;
+        var norms = GradientClipping.MoveGradsAndNorms(_teFrozen ? [_unetMasters] : [_unetMasters, _teMasters], [unetParams, teParams], 1.0 / _scaler.Scale);
+        bool stepped = double.IsFinite(norms[0]) && double.IsFinite(norms[1]);
+        _scaler.Update(stepped);
+        if (!stepped)
         {
             _optimizer.ZeroGrad();
             return (double.NaN, double.NaN, false);
         }
-        double gn = GradientClipping.ClipGradNorm(_optimizer.Groups[0].Params, _c.MaxGradNorm);
-        double tgn = _teFrozen ? 0 : GradientClipping.ClipGradNorm(_optimizer.Groups[1].Params, _c.TextEncoderMaxGradNorm);
+        GradientClipping.Clip(unetParams, norms[0], _c.MaxGradNorm);
+        if (!_teFrozen) GradientClipping.Clip(teParams, norms[1], _c.TextEncoderMaxGradNorm);
         foreach (var g in _optimizer.Groups) g.LearningRate = _lr.LearningRate(_step, g.BaseLearningRate);
         _optimizer.Step();
         _optimizer.ZeroGrad();
         _unetMasters.CopyMastersToModel();
         if (!_teFrozen) _teMasters.CopyMastersToModel();
         _ema?.Update(_unetMasters.Names.Zip(_unetMasters.Masters));
-        return (gn, tgn, true);
+        return (norms[0], _teFrozen ? 0 : norms[1], true);
     }
 
     /// <summary>The TE stops training: no grads, eval mode, its optimizer group disabled and its state dropped.</summary>
@@ -443,14 +464,23 @@ public sealed class DreamBoothTrainer : IDisposable
         foreach (var (name, v) in weights) ps[name].copy_(v);
     }
 
-    ScalarType SaveDtype => _c.SaveDtype switch
+    /// <summary>The float dtype of saved checkpoints (save_dtype: fp16, bf16 or fp32).</summary>
+    public static ScalarType SaveDtypeOf(TrainingConfig config) => config.SaveDtype switch
     {
         "fp16" => ScalarType.Float16,
         "bf16" => ScalarType.BFloat16,
-        _ => ScalarType.Float32,
+        "fp32" => ScalarType.Float32,
+        _ => throw new DreamBoothException($"save_dtype = \"{config.SaveDtype}\" is not one of: {string.Join(", ", TrainingConfig.SaveDtypes)}"),
     };
 
-    /// <summary>Writes <c>{name}_{epoch:0000}.safetensors</c> (+ _ema), its training state, and the resume pointer.</summary>
+    ScalarType SaveDtype => SaveDtypeOf(_c);
+
+    /// <summary>
+    /// Writes <c>{name}_{epoch:0000}.safetensors</c> (+ _ema), then the training state: the new <c>.state</c> is written
+    /// completely and flushed to disk, the pointer <c>training_state.json</c> is switched to it atomically (and the folder
+    /// synced), and only then are states beyond keep_training_states deleted, so a crash at any moment leaves a complete
+    /// state that the pointer names.
+    /// </summary>
     string Save(IProgress<TrainingEvent>? progress, bool cancelled)
     {
         Directory.CreateDirectory(_c.OutputDir);
@@ -481,11 +511,61 @@ public sealed class DreamBoothTrainer : IDisposable
             ["config"] = JsonNode.Parse(_c.ToJson()),
         };
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, StateFileName), pointer.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        DirectorySync.Flush(_c.OutputDir);
         _saves.Remove(path);
         _saves.Add(path);
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Saved, Step = _step, Epoch = _epoch, Path = path });
+        PruneStates(Path.GetFileName(statePath));
         PruneSaves();
         return path;
+    }
+
+    /// <summary>
+    /// Deletes training states beyond the newest keep_training_states (0 = keep all). The state the pointer names is
+    /// always kept; states from later than the current position (left by a run that crashed after writing a state and
+    /// before switching the pointer) go first.
+    /// </summary>
+    void PruneStates(string current)
+    {
+        if (_c.KeepTrainingStates <= 0) return;
+        var here = (_epoch, _batchInEpoch == 0 ? -1 : _step);
+        var states = Directory.EnumerateFiles(_c.OutputDir, "*.state")
+            .Select(f => (File: f, Key: StateKey(Path.GetFileName(f))))
+            .Where(x => x.Key is not null)
+            .ToList();
+        var keep = states.Where(x => Path.GetFileName(x.File) == current)
+            .Concat(states.Where(x => Path.GetFileName(x.File) != current && x.Key!.Value.CompareTo(here) <= 0).OrderByDescending(x => x.Key!.Value))
+            .Take(_c.KeepTrainingStates)
+            .Select(x => x.File)
+            .ToHashSet();
+        foreach (var (file, _) in states)
+            if (!keep.Contains(file)) File.Delete(file);
+    }
+
+    /// <summary>(epoch, step) of <c>{name}_{epoch:0000}.state</c> (step −1: an epoch-end save) or <c>{name}_{epoch:0000}_s{step}.state</c>; null for other files.</summary>
+    (int Epoch, int Step)? StateKey(string fileName)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(fileName, "^" + System.Text.RegularExpressions.Regex.Escape(_c.Name) + @"_(\d{4,9})(?:_s(\d{6,9}))?\.state$");
+        if (!m.Success) return null;
+        return (int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
+                m.Groups[2].Success ? int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) : -1);
+    }
+
+    /// <summary>The epoch a run of <paramref name="config"/> resumes from: that of the output folder's pointer when it holds this same config, else 0.</summary>
+    static int ResumeEpoch(TrainingConfig config)
+    {
+        string file = Path.Combine(config.OutputDir, StateFileName);
+        if (!File.Exists(file)) return 0;
+        try
+        {
+            var node = JsonNode.Parse(File.ReadAllText(file));
+            if (node?["config"] is not { } cfg || node["epoch"] is not { } epoch) return 0;
+            return TrainingConfig.FromJson(cfg.ToJsonString(), file).ToJson() == config.ToJson() ? epoch.GetValue<int>() : 0;
+        }
+        catch (Exception e) when (e is JsonException or DreamBoothException or InvalidOperationException or FormatException)
+        {
+            return 0;
+        }
     }
 
     void PruneSaves()

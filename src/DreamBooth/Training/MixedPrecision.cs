@@ -59,36 +59,43 @@ public sealed class MasterWeights : IDisposable
 
     /// <summary>
     /// Moves the compute copy's gradients onto the fp32 masters, multiplied by <paramref name="invScale"/>
-    /// (1/loss scale for fp16). Returns false (and sets no grads) if any gradient is inf/NaN.
-    /// Compute grads are released.
+    /// (1/loss scale for fp16), without looking at them (no host read); compute grads are released. With fp32
+    /// compute the masters are the parameters and their grads are only scaled. Check them with
+    /// <see cref="GradientClipping.MoveGradsAndNorms"/> (which calls this).
     /// </summary>
-    public bool CopyGradsToMasters(double invScale = 1.0)
+    public void MoveGradsToMasters(double invScale = 1.0)
     {
+        using var _ = torch.no_grad();
         if (_shared)
         {
             if (invScale != 1.0)
-                using (torch.no_grad())
-                    foreach (var m in _masters) { using var g = m.grad; g?.mul_(invScale); }
-            return AllFinite(_masters);
+                foreach (var m in _masters) { using var g = m.grad; g?.mul_(invScale); }
+            return;
         }
         var compute = ComputeParams();
-        if (!AllFinite(compute))
+        for (int i = 0; i < compute.Length; i++)
         {
-            foreach (var p in compute) Optimizers.TrainingOptimizer.ClearGrad(p);
-            return false;
+            using var g = compute[i].grad;
+            if (g is null) { Optimizers.TrainingOptimizer.ClearGrad(_masters[i]); continue; }
+            var g32 = g.to(ScalarType.Float32, copy: true);
+            if (invScale != 1.0) g32.mul_(invScale);
+            _masters[i].grad = g32;
+            g32.Dispose();
+            compute[i].grad = null;
         }
-        using (torch.no_grad())
-            for (int i = 0; i < compute.Length; i++)
-            {
-                using var g = compute[i].grad;
-                if (g is null) { Optimizers.TrainingOptimizer.ClearGrad(_masters[i]); continue; }
-                var g32 = g.to(ScalarType.Float32, copy: true);
-                if (invScale != 1.0) g32.mul_(invScale);
-                _masters[i].grad = g32;
-                g32.Dispose();
-                compute[i].grad = null;
-            }
-        return true;
+    }
+
+    /// <summary>
+    /// Moves the gradients onto the masters (<see cref="MoveGradsToMasters"/>) and checks them with one host read (their
+    /// total norm, <see cref="GradientClipping.MoveGradsAndNorms"/>). Returns false (and leaves no master grads) if any
+    /// gradient is inf/NaN.
+    /// </summary>
+    public bool CopyGradsToMasters(double invScale = 1.0)
+    {
+        var norms = GradientClipping.MoveGradsAndNorms([this], [_masters], invScale);
+        if (double.IsFinite(norms[0])) return true;
+        foreach (var m in _masters) Optimizers.TrainingOptimizer.ClearGrad(m);
+        return false;
     }
 
     /// <summary>Rounds the fp32 masters into the compute copy (after each optimizer step).</summary>
@@ -98,18 +105,6 @@ public sealed class MasterWeights : IDisposable
         var compute = ComputeParams();
         using var _ = torch.no_grad();
         for (int i = 0; i < compute.Length; i++) compute[i].copy_(_masters[i]);
-    }
-
-    static bool AllFinite(IEnumerable<Tensor> ps)
-    {
-        using var scope = torch.NewDisposeScope();
-        foreach (var p in ps)
-        {
-            using var g = p.grad;
-            if (g is null) continue;
-            if (!g.isfinite().all().item<bool>()) return false;
-        }
-        return true;
     }
 
     public void Dispose()
@@ -165,17 +160,68 @@ public static class GradientClipping
     public static double ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm)
     {
         using var scope = torch.NewDisposeScope();
-        using var _ = torch.no_grad();
-        var grads = new List<Tensor>();
-        foreach (var p in parameters) { var g = p.grad; if (g is not null) grads.Add(g); }
-        if (grads.Count == 0) return 0.0;
-        var total = torch.stack(grads.Select(g => g.to(ScalarType.Float32).norm()).ToArray()).norm();
-        double norm = total.item<float>();
-        if (maxNorm > 0 && norm > maxNorm)
-        {
-            double coef = maxNorm / (norm + 1e-6);
-            foreach (var g in grads) g.mul_(coef);
-        }
+        var ps = parameters.ToList();
+        var total = NormTensor(ps);
+        if (total is null) return 0.0;
+        double norm = HostRead.Floats(total.reshape(1))[0];
+        Clip(ps, norm, maxNorm);
         return norm;
+    }
+
+    /// <summary>
+    /// The training step's one look at its gradients: moves each <paramref name="masters"/>' compute gradients onto its fp32
+    /// masters (× <paramref name="invScale"/>, no read), computes the total L2 norm of each group of <paramref name="groups"/>
+    /// on the device, and reads all the norms back in one transfer (0 for a group without gradients). A norm is inf/NaN
+    /// when a gradient of its group is (fp16 overflow; NaN and inf propagate through the sum of squares), so the norms
+    /// are the finite check too: no separate isfinite pass over the gradients and no read per tensor. (A finite gradient
+    /// above ~1e19, whose square overflows fp32, also reads as non-finite: the step is skipped, as it should be.)
+    /// </summary>
+    public static double[] MoveGradsAndNorms(IEnumerable<MasterWeights> masters, IReadOnlyList<IEnumerable<Tensor>> groups, double invScale)
+    {
+        foreach (var m in masters) m.MoveGradsToMasters(invScale);
+        using var scope = torch.NewDisposeScope();
+        Device? device = null;
+        var norms = groups.Select(g => { var n = NormTensor(g); device ??= n?.device; return n; }).ToList();
+        var zero = torch.zeros(1, device: device ?? torch.CPU);
+        var host = HostRead.Floats(torch.cat(norms.Select(n => n?.reshape(1) ?? zero).ToArray()));
+        return host.Select(x => (double)x).ToArray();
+    }
+
+    /// <summary>The total L2 norm (fp32, on the device, not read back) of the gradients; null when none has a gradient.</summary>
+    public static Tensor? NormTensor(IEnumerable<Tensor> parameters)
+    {
+        using var _ = torch.no_grad();
+        var norms = new List<Tensor>();
+        foreach (var p in parameters) { using var g = p.grad; if (g is not null) norms.Add(g.to(ScalarType.Float32).norm()); }
+        return norms.Count == 0 ? null : torch.stack(norms).norm();
+    }
+
+    /// <summary>Scales the gradients by maxNorm/(norm+1e-6) when <paramref name="maxNorm"/> &gt; 0 and <paramref name="norm"/> exceeds it.</summary>
+    public static void Clip(IEnumerable<Tensor> parameters, double norm, double maxNorm)
+    {
+        if (!(maxNorm > 0 && norm > maxNorm)) return;
+        using var _ = torch.no_grad();
+        double coef = maxNorm / (norm + 1e-6);
+        foreach (var p in parameters) { using var g = p.grad; g?.mul_(coef); }
+    }
+}
+
+/// <summary>
+/// Device → host reads of the training step go through here, so a test can count them (the step reads its
+/// gradient check and both grad norms in one transfer, whatever the number of gradient tensors).
+/// </summary>
+public static class HostRead
+{
+    [ThreadStatic] static long _count;
+
+    /// <summary>Reads made on this thread so far.</summary>
+    public static long Count => _count;
+
+    /// <summary>Copies a float32 tensor to the host (one transfer).</summary>
+    public static float[] Floats(Tensor t)
+    {
+        _count++;
+        using var c = t.detach().cpu();
+        return c.data<float>().ToArray();
     }
 }

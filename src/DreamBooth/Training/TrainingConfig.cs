@@ -41,8 +41,9 @@ public sealed record TrainingConfig
     public static readonly string[] LrSchedulers = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"];
     public static readonly string[] Optimizers = ["lion", "adamw", "adamw8bit"];
     public static readonly string[] MixedPrecisions = ["no", "fp16", "bf16"];
-    public static readonly string[] SaveDtypes = ["", "fp32", "fp16", "bf16"];
+    public static readonly string[] SaveDtypes = ["fp16", "bf16", "fp32"];
     public static readonly string[] EmaDevices = ["device", "cpu"];
+    public static readonly string[] PriorSteppings = ["alternate", "joint"];
     public static readonly string[] ImageExtensions = [".png", ".jpg", ".jpeg", ".webp", ".bmp"];
 
     // ---- model and output ----
@@ -55,23 +56,38 @@ public sealed record TrainingConfig
     public List<ConceptConfig> Concepts { get; init; } = [];
 
     // ---- intervals ----
-    /// <summary>Training steps per image: one epoch = every instance image once.</summary>
+    /// <summary>One epoch = every instance image once (with prior_stepping "alternate", each followed by a class-image step: 2 steps a photo).</summary>
     public int Epochs { get; init; } = 200;
     public int SaveEveryEpochs { get; init; } = 10;
     /// <summary>0 = no previews.</summary>
     public int PreviewEveryEpochs { get; init; } = 0;
+    /// <summary>Previews are drawn with the trained weights (as the A1111 extension draws them); true = with the EMA weights (needs use_ema).</summary>
+    public bool PreviewEma { get; init; } = false;
     public List<string> PreviewPrompts { get; init; } = [];
     public long PreviewSeed { get; init; } = 420420;
-    /// <summary>0 = keep every save; N = delete all but the newest N saves.</summary>
+    /// <summary>0 = keep every save (the x/y plot compares them all); N = delete all but the newest N saves.</summary>
     public int KeepLastSaves { get; init; } = 0;
-    /// <summary>"" = the base model's dtype, else fp32 | fp16 | bf16.</summary>
-    public string SaveDtype { get; init; } = "";
+    /// <summary>
+    /// Training states (<c>.state</c>: fp32 masters, optimizer moments, EMA) kept on disk: 1 = only the newest (the one
+    /// <c>training_state.json</c> points at), N = the newest N, 0 = every one. A new state is written and the pointer
+    /// switched before an older one is deleted, so a crash mid-save always leaves a complete state.
+    /// </summary>
+    public int KeepTrainingStates { get; init; } = 1;
+    /// <summary>Float dtype of the saved checkpoints: fp16 (the SD1.5 norm, 2 GB), bf16, or fp32 (4 GB; the masters exactly).</summary>
+    public string SaveDtype { get; init; } = "fp16";
     public bool SaveEmaWeights { get; init; } = false;
     public bool SaveDiffusersAtEnd { get; init; } = false;
 
     // ---- batch ----
     public int BatchSize { get; init; } = 1;
     public int GradientAccumulationSteps { get; init; } = 1;
+    /// <summary>
+    /// How instance and class images share steps when prior preservation is on. "alternate" (the A1111 extension's
+    /// bucket sampler): a batch of instance images, then a batch of their class images, each its own step, so an epoch
+    /// is 2 × the instance batches; class steps' loss is prior_loss_weight × MSE. "joint" (diffusers'
+    /// train_dreambooth): instance and class images in one batch, loss = instance + prior_loss_weight × prior.
+    /// </summary>
+    public string PriorStepping { get; init; } = "alternate";
     /// <summary>Batch size used to generate class images.</summary>
     public int ClassBatchSize { get; init; } = 4;
 
@@ -105,7 +121,8 @@ public sealed record TrainingConfig
     /// <summary>device | cpu: where the EMA copy lives.</summary>
     public string EmaDevice { get; init; } = "device";
     public bool CacheLatents { get; init; } = true;
-    public bool GradientCheckpointing { get; init; } = false;
+    /// <summary>Recompute UNet activations in backward instead of keeping them (on by default, as in the A1111 extension).</summary>
+    public bool GradientCheckpointing { get; init; } = true;
     /// <summary>auto | cpu | cuda | cuda:N.</summary>
     public string Device { get; init; } = "auto";
 
@@ -342,12 +359,15 @@ public sealed record TrainingConfig
         Range("preview_every_epochs", PreviewEveryEpochs, 0, inf);
         if (PreviewEveryEpochs > 0 && PreviewPrompts.Count == 0) p.Add("preview_every_epochs > 0 but preview_prompts is empty");
         Range("keep_last_saves", KeepLastSaves, 0, inf);
+        Range("keep_training_states", KeepTrainingStates, 0, inf);
         OneOf("save_dtype", SaveDtype, SaveDtypes);
+        if (PreviewEma && !UseEma) p.Add("preview_ema is on but use_ema is off");
         if (SaveEmaWeights && !UseEma) p.Add("save_ema_weights is on but use_ema is off");
 
         Range("batch_size", BatchSize, 1, 1024);
         Range("gradient_accumulation_steps", GradientAccumulationSteps, 1, 1024);
         Range("class_batch_size", ClassBatchSize, 1, 1024);
+        OneOf("prior_stepping", PriorStepping, PriorSteppings);
 
         Range("learning_rate", LearningRate, 0, 1, loOpen: true);
         Range("text_encoder_learning_rate", TextEncoderLearningRate, 0, 1);

@@ -21,10 +21,14 @@ public sealed record TrainingImage(string Path, string Prompt, int Width, int He
     }
 }
 
-/// <summary>One forward pass worth of samples: instance images first, then their paired class images.</summary>
+/// <summary>
+/// One forward pass worth of samples: instance images, their paired class images, or (joint prior stepping)
+/// instance images first, then their class images.
+/// </summary>
 public sealed record TrainingBatch(IReadOnlyList<TrainingImage> Images, int Width, int Height)
 {
     public int InstanceCount => Images.Count(i => !i.IsClass);
+    public int ClassCount => Images.Count(i => i.IsClass);
 }
 
 /// <summary>
@@ -32,6 +36,9 @@ public sealed record TrainingBatch(IReadOnlyList<TrainingImage> Images, int Widt
 /// each assigned to an aspect bucket (multiples of 64, area ≤ max_resolution²). An epoch is every
 /// instance image once, shuffled per bucket with a seed derived from (seed, epoch); each instance image
 /// is paired with a class image of its concept (cycled in a seeded order) when prior preservation is on.
+/// With prior_stepping "alternate" the paired class images form their own batch right after the instance
+/// batch (the A1111 extension's order: instance, class, instance, class, …); with "joint" they are
+/// appended to the instance batch. <see cref="StepPlan"/> counts the result.
 /// </summary>
 public sealed class TrainingData
 {
@@ -107,22 +114,35 @@ public sealed class TrainingData
             return arr;
         });
         var cursor = perConcept.Keys.ToDictionary(k => k, _ => (long)epoch * Instances.Count);
-        var paired = new List<TrainingBatch>(batches.Count);
+        bool alternate = _config.PriorStepping == "alternate";
+        var paired = new List<TrainingBatch>(batches.Count * (alternate ? 2 : 1));
         foreach (var b in batches)
         {
-            var images = new List<TrainingImage>(b.Images);
+            var classImages = new List<TrainingImage>();
             foreach (var inst in b.Images)
                 if (perConcept.TryGetValue(inst.Concept, out var pool))
                 {
                     var c = pool[(int)(cursor[inst.Concept]++ % pool.Length)];
-                    images.Add(c with { Width = b.Width, Height = b.Height });
+                    classImages.Add(c with { Width = b.Width, Height = b.Height });
                 }
-            paired.Add(b with { Images = images });
+            if (!alternate) paired.Add(b with { Images = [.. b.Images, .. classImages] });
+            else
+            {
+                paired.Add(b);
+                if (classImages.Count > 0) paired.Add(b with { Images = classImages });
+            }
         }
         return paired;
     }
 
-    public int BatchesPerEpoch => Instances.GroupBy(i => (i.Width, i.Height)).Sum(g => (g.Count() + _config.BatchSize - 1) / _config.BatchSize);
+    /// <summary>Instance images per bucket, in bucket order (the input of <see cref="StepPlan"/>).</summary>
+    public IReadOnlyList<int> InstancesPerBucket =>
+        Instances.GroupBy(i => (i.Width, i.Height)).OrderBy(g => g.Key.Width).ThenBy(g => g.Key.Height).Select(g => g.Count()).ToList();
+
+    /// <summary>The step arithmetic of this data under <paramref name="config"/>.</summary>
+    public StepPlan Plan => StepPlan.For(_config, InstancesPerBucket, PriorPreservation);
+
+    public int BatchesPerEpoch => Plan.BatchesPerEpoch;
 
     /// <summary>Loads an image as [3,H,W] float32: resized to cover the bucket, center-cropped, optionally flipped,
     /// normalized to [-1,1] (or by its own per-channel mean/std with dynamic normalization).</summary>

@@ -8,7 +8,8 @@ namespace DreamBooth.Training;
 /// Previews during training through the one sampling path (<see cref="Txt2ImgPipeline"/>): prompt k of the
 /// preview prompts is rendered with seed <c>seed + k</c> (the same seeds every epoch, so epochs compare), and
 /// saved as <c>{outputDir}/epoch_{epoch:0000}/preview_{k:00}.png</c> with its A1111 infotext. The trainer calls
-/// it with the weights it is training (the EMA weights when EMA is on), put into fp32 modules.
+/// it with the weights it is training (as the A1111 extension draws its previews; the EMA weights only with
+/// preview_ema), put into fp32 modules.
 /// </summary>
 public sealed class Txt2ImgPreviewRenderer : IPreviewRenderer
 {
@@ -32,9 +33,19 @@ public sealed class Txt2ImgPreviewRenderer : IPreviewRenderer
         Request("").Validate(1);
     }
 
-    /// <summary>The renderer for a run: the largest bucket side ≤ max_resolution (square), the run's clip skip.</summary>
+    /// <summary>The renderer for a run without its data: max_resolution square, the run's clip skip.</summary>
     public static Txt2ImgPreviewRenderer For(TrainingConfig config, int steps = 20, double cfgScale = 7.5) =>
         new(config.MaxResolution, config.MaxResolution, steps, cfgScale, clipSkip: config.ClipSkip);
+
+    /// <summary>
+    /// The renderer for a run: the size of its most common instance bucket (768x1024 for the recipe's photos; an SD1.5
+    /// model draws malformed people at 1024x1024), the run's clip skip.
+    /// </summary>
+    public static Txt2ImgPreviewRenderer For(TrainingConfig config, TrainingData data, int steps = 20, double cfgScale = 7.5)
+    {
+        var bucket = data.Instances.GroupBy(i => (i.Width, i.Height)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key.Width).First().Key;
+        return new(bucket.Width, bucket.Height, steps, cfgScale, clipSkip: config.ClipSkip);
+    }
 
     GenerationRequest Request(string prompt) => new()
     {

@@ -70,6 +70,7 @@ public class BlazeFaceDetectorTests(DetectorFixture fx) : IClassFixture<Detector
         var face = Assert.Single(fx.Detector.Detect(img).Faces);
         AssertBox(Photos.AstronautFace, face, 10);
         Assert.InRange(face.Score, 0.85f, 1f);
+        Assert.InRange(face.Confirmation!.Value, 0.85f, 1f); // mean short-range score on the ×3/×4/×5 close-ups
         // keypoints: right eye left of left eye (image coords), both above the nose tip, mouth below the nose
         Assert.True(face.Keypoints[0].X < face.Keypoints[1].X);
         Assert.True(face.Keypoints[2].Y > face.Keypoints[0].Y && face.Keypoints[3].Y > face.Keypoints[2].Y);
@@ -104,9 +105,64 @@ public class BlazeFaceDetectorTests(DetectorFixture fx) : IClassFixture<Detector
         Assert.InRange(cat.Score, 0.7f, 0.9f);
         Assert.InRange(cat.CenterX, 120, 260);
         Assert.InRange(cat.CenterY, 80, 220);
+        Assert.InRange(cat.Confirmation!.Value, 0f, 0.65f); // measured 0.50; real faces 0.85 and more
         // without the human-face policy the cat would steer the crop
         using var lax = BlazeFaceDetector.Create(new BlazeFaceOptions { RequireShortRangeConfirmation = false });
         Assert.Contains(lax.Detect(img).Faces, f => f.Score > 0.7f);
+    }
+
+    [Fact]
+    public void Tiles_reach_every_edge_and_overlap_by_a_quarter()
+    {
+        foreach (int length in new[] { 257, 300, 933, 1024, 1245, 2048 })
+            foreach (int tile in new[] { 256, 384, 467 })
+            {
+                if (tile >= length) continue;
+                var starts = BlazeFaceDetector.TileStarts(length, tile);
+                Assert.Equal(0, starts[0]);
+                Assert.Equal(length - tile, starts[^1]); // flush with the far edge: no strip left unscanned
+                for (int i = 1; i < starts.Count; i++)
+                    Assert.InRange(starts[i] - starts[i - 1], 1, tile * 3 / 4); // any face up to a quarter tile lies wholly in one tile
+            }
+        Assert.Equal([0], BlazeFaceDetector.TileStarts(200, 256));
+        // 12 MP decoded at 1/2 → 1245×934 working copy: 4×3 tiles of 467 px, then 7×5 of 256 px
+        Assert.Equal([467, 256], BlazeFaceDetector.TileSides(1245, 934));
+        Assert.Equal(4, BlazeFaceDetector.TileStarts(1245, 467).Count);
+        Assert.Equal(7 * 5, BlazeFaceDetector.TileStarts(1245, 256).Count * BlazeFaceDetector.TileStarts(934, 256).Count);
+        Assert.Equal([256], BlazeFaceDetector.TileSides(512, 512));
+        Assert.Equal([200], BlazeFaceDetector.TileSides(300, 200));
+        Assert.Empty(BlazeFaceDetector.TileSides(200, 200)); // one tile would be the whole image again
+    }
+
+    [Fact]
+    public void The_working_copy_makes_the_smallest_face_14_px()
+    {
+        var o = BlazeFaceOptions.Default;
+        foreach (var (w, h) in new[] { (4000, 3000), (2000, 1500), (3000, 4000), (6000, 4000) })
+        {
+            double s = o.WorkingScale(w, h);
+            Assert.Equal(BlazeFaceOptions.TileFacePixels, o.MinFaceSize * Math.Min(w, h) * s, 3); // a 1.5 %-of-the-short-side face → 14 px
+        }
+        Assert.Equal(1.0, o.WorkingScale(512, 512));                        // never upscaled
+        Assert.Equal(2048.0 / 30000, o.WorkingScale(30000, 3000), 9);        // panoramas: at most MaxSide on the long side
+        Assert.Equal(1024.0 / 4000, (o with { Tiles = false }).WorkingScale(4000, 3000), 9);
+    }
+
+    [Fact]
+    public void Detector_settings_out_of_range_are_refused_with_their_name()
+    {
+        BlazeFaceOptions.Default.Validate();
+        foreach (var (bad, name) in new (BlazeFaceOptions, string)[]
+        {
+            (new() { MinFaceSize = 0 }, "MinFaceSize"), (new() { MinFaceSize = 2 }, "MinFaceSize"),
+            (new() { ConfirmScales = [] }, "ConfirmScales"), (new() { ConfirmScales = [4, 0.5f] }, "ConfirmScales"),
+            (new() { ConfirmThreshold = 1.5f }, "ConfirmThreshold"), (new() { BackThreshold = 0 }, "BackThreshold"),
+            (new() { MaxSide = 100 }, "MaxSide"),
+        })
+        {
+            var e = Assert.Throws<DreamBoothException>(() => BlazeFaceDetector.Create(bad));
+            Assert.Contains(name, e.Message);
+        }
     }
 
     [Fact]

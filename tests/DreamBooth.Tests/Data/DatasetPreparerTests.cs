@@ -193,14 +193,14 @@ public class DatasetPreparerTests(DetectorFixture fx) : IClassFixture<DetectorFi
         using var tmp = TestPaths.NewTempDir();
         var raw = tmp.File("raw");
         Directory.CreateDirectory(raw);
-        using (var img = new Image<Rgb24>(2400, 1800))
+        using (var img = new Image<Rgb24>(3200, 2400))
         {
             img.ProcessPixelRows(acc =>
             {
                 for (int y = 0; y < acc.Height; y++)
                 {
                     var row = acc.GetRowSpan(y);
-                    for (int x = 0; x < row.Length; x++) row[x] = new Rgb24((byte)(x / 10), (byte)(y / 8), (byte)((x + y) / 20));
+                    for (int x = 0; x < row.Length; x++) row[x] = new Rgb24((byte)(x / 13), (byte)(y / 10), (byte)((x + y) / 22));
                 }
             });
             img.Metadata.ExifProfile = new ExifProfile();
@@ -209,9 +209,9 @@ public class DatasetPreparerTests(DetectorFixture fx) : IClassFixture<DetectorFi
         }
         var report = await DatasetPreparer.RunAsync(raw, tmp.File("out"), new PrepareOptions { Size = new Bucket(96, 128) }, detector: fx.Detector);
         var item = Assert.Single(report.Manifest.Items);
-        Assert.Equal(0.5, item.DecodeScale);                      // need = max(96/1800, 128/2400, 1024/2400) = 0.43
-        Assert.Equal((1800, 2400), (item.OriginalWidth, item.OriginalHeight)); // EXIF 6 applied
-        Assert.Equal(new ManifestRect(0, 0, 1800, 2400), item.Crop);
+        Assert.Equal(0.5, item.DecodeScale);                      // need = max(96/2400, 128/3200, detector's working scale 14/(0.015·2400)) = 0.39
+        Assert.Equal((2400, 3200), (item.OriginalWidth, item.OriginalHeight)); // EXIF 6 applied
+        Assert.Equal(new ManifestRect(0, 0, 2400, 3200), item.Crop);
         Assert.DoesNotContain(item.Warnings, w => w.Contains("upscaled"));
         Assert.Contains(item.Warnings, w => w.Contains("EXIF orientation 6"));
         // same pixels (within JPEG/resampling noise) as the full-resolution path

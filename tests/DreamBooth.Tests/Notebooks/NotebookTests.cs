@@ -95,9 +95,12 @@ public class ConfigureNotebookTests
         Assert.Contains("learning_rate = 0 is out of range", all);
         Assert.Contains("optimizer = &quot;sgd&quot; is not one of", all);
         Assert.Contains("max_token_length = 100 is not one of", all);
-        // arithmetic of the full recipe for 15 photos: 200 × 15 = 3000 steps, text encoder 2250, 20 saves
-        Assert.Contains("3000 = 200 &#215; 15", all);
-        Assert.Contains("2250 steps", all);
+        // arithmetic of the full recipe for 15 photos, alternate prior steps: 200 × 30 = 6000 steps, text encoder 4500, 20 saves
+        Assert.Contains("6000 = 200 &#215; 30", all);
+        Assert.Contains("4500 steps", all);
+        // and its disk arithmetic: 20 fp16 checkpoints of 2.13 GB, kept; 2 training states at most
+        Assert.Contains("dreambooth-disk-plan", all);
+        Assert.Contains("42.65 GB", all);
         // LR charts (Plotly)
         Assert.True(html.Count(h => h.Contains("Plotly.newPlot") && h.Contains("learning rate")) >= 2);
         // saved config reloads; A1111 import lists mapped and ignored keys
@@ -168,10 +171,10 @@ public class TrainNotebookTests
         }
         Assert.Contains("interrupted at step 5", all);
         Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("interrupted at step 5"));
-        Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("finished at step 12"));
+        Assert.Contains(cells.SelectMany(c => c.Outputs), o => o.Value.Contains("finished at step 24"));   // 6 epochs × (2 instance + 2 class steps)
         Assert.Contains(html, h => h.Contains("dreambooth-training-monitor") && h.Contains("Plotly.newPlot") && h.Contains("prior (smoothed)"));
-        // the log as a DataFrame: the resumed run's steps 6..12
-        Assert.Contains(html, h => h.Contains("loss_smoothed") && h.Contains("7 rows"));
+        // the log as a DataFrame: the resumed run's steps 6..24
+        Assert.Contains(html, h => h.Contains("loss_smoothed") && h.Contains("19 rows"));
         // saves every 2 epochs + the interruption's
         var saves = Directory.EnumerateFiles(Path.Combine(tmp.Path, "run"), "*.safetensors").Select(Path.GetFileName).ToList();
         Assert.Contains("tiny_0002.safetensors", saves);

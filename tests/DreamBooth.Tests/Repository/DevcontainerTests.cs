@@ -1,4 +1,5 @@
 using System.Text.Json;
+using DreamBooth.Runtime;
 using DreamBooth.Tests.Infrastructure;
 
 namespace DreamBooth.Tests.Repository;
@@ -36,6 +37,21 @@ public class DevcontainerTests
         var args = doc.RootElement.GetProperty("runArgs").EnumerateArray().Select(e => e.GetString()).ToList();
         Assert.Contains("--gpus", args);
         Assert.Equal("cuda", doc.RootElement.GetProperty("containerEnv").GetProperty("DREAMBOOTH_BACKEND").GetString());
+    }
+
+    [Fact]
+    public void Gpu_devcontainer_pins_the_torch_whose_libtorch_torchsharp_was_built_against()
+    {
+        // the libtorch version TorchSharp brings is the libtorch-cpu package restored with it (this test assembly's deps)
+        using var deps = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "DreamBooth.Tests.deps.json")));
+        var libtorch = deps.RootElement.GetProperty("libraries").EnumerateObject()
+            .Select(p => p.Name).Single(n => n.StartsWith("libtorch-cpu-linux-x64/", StringComparison.Ordinal));
+        string version = libtorch["libtorch-cpu-linux-x64/".Length..];
+        Assert.Equal(TorchRuntime.BuiltAgainstLibTorch, version);
+        var dockerfile = File.ReadAllText(Path.Combine(TestPaths.RepoRoot, ".devcontainer", "gpu", "Dockerfile"));
+        Assert.Contains($"ARG TORCH_VERSION={version}", dockerfile);
+        Assert.Contains("\"torch==${TORCH_VERSION}\"", dockerfile);
+        Assert.Matches(@"whl/cu12\d", dockerfile);
     }
 
     [Fact]

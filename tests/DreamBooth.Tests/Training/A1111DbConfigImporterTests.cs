@@ -56,6 +56,30 @@ public class A1111DbConfigImporterTests
     }
 
     [Fact]
+    public void Issue_15_settings_map_from_the_extensions_keys_and_the_messages_say_what_it_does()
+    {
+        var r = A1111DbConfigImporter.Import("""
+            {"train_batch_size": 1, "half_model": true, "prior_loss_weight": 0.75, "infer_ema": false, "ema_predict": false,
+             "save_state_after": true, "gradient_checkpointing": true,
+             "concepts_list": [{"instance_data_dir": "i", "class_data_dir": "c", "num_class_images_per": 100}]}
+            """);
+        Assert.Equal(("fp16", "alternate", true, false), (r.Config.SaveDtype, r.Config.PriorStepping, r.Config.GradientCheckpointing, r.Config.PreviewEma));
+        Assert.Contains("half_model → save_dtype = fp16", r.Mapped);
+        Assert.Contains(r.Mapped, m => m.StartsWith("train_batch_size = 1 → prior_stepping = alternate"));
+        Assert.Contains(r.Mapped, m => m.StartsWith("prior_loss_weight → prior_loss_weight = 0.75") && m.Contains("set 1 to match it exactly"));
+        // previews here use the trained weights unless preview_ema: the messages about the extension's EMA keys say so
+        Assert.Contains(r.Ignored, i => i.StartsWith("infer_ema = false") && i.Contains("training previews use the trained weights, as here (preview_ema = false)"));
+        Assert.Contains(r.Ignored, i => i.StartsWith("ema_predict = false") && i.Contains("never reads"));
+        Assert.Contains(r.Ignored, i => i.StartsWith("save_state_after = true") && i.Contains("keep_training_states"));
+
+        var half = A1111DbConfigImporter.Import("""{"half_model": false}""");
+        Assert.Equal("fp16", half.Config.SaveDtype);   // the recipe's default kept; the message says what the extension would do
+        Assert.Contains(half.Ignored, i => i.StartsWith("half_model = false") && i.Contains("fp32"));
+        var batch4 = A1111DbConfigImporter.Import("""{"train_batch_size": 4, "concepts_list": [{"instance_data_dir": "i", "class_data_dir": "c"}]}""");
+        Assert.Contains(batch4.Ignored, i => i.StartsWith("train_batch_size = 4 with class images") && i.Contains("prior_stepping \"joint\" with batch_size 2"));
+    }
+
+    [Fact]
     public void Unsupported_optimizer_and_scheduler_are_reported_and_defaults_kept()
     {
         var r = A1111DbConfigImporter.Import("""{"optimizer": "Prodigy", "lr_scheduler": "rex", "learning_rate": 2e-6, "max_token_length": 300}""");

@@ -121,10 +121,10 @@ public class DreamBoothTrainerTests
     }
 
     [Fact]
-    public void Loss_is_instance_plus_weighted_prior_and_both_are_logged()
+    public void Joint_stepping_loss_is_instance_plus_weighted_prior_and_both_are_logged()
     {
         using var dir = TestPaths.NewTempDir();
-        var c = TinyConfig(dir) with { Epochs = 4, ScalePriorLoss = true, PriorLossWeight = 0.8, PriorLossWeightMin = 0.2, PriorLossTargetEpochs = 2 };
+        var c = TinyConfig(dir) with { Epochs = 4, ScalePriorLoss = true, PriorLossWeight = 0.8, PriorLossWeightMin = 0.2, PriorLossTargetEpochs = 2, PriorStepping = "joint" };
         using var m = TinyModel();
         var steps = Run(c, m).Where(e => e.Kind == TrainingEventKind.Step).ToList();
         Assert.All(steps, e =>
@@ -148,13 +148,12 @@ public class DreamBoothTrainerTests
         var saved = Run(c, m).Where(e => e.Kind == TrainingEventKind.Saved).Select(e => Path.GetFileName(e.Path!)).ToList();
         Assert.Equal(["tiny_0002.safetensors", "tiny_0004.safetensors", "tiny_0005.safetensors"], saved);
         foreach (var s in saved)
-        {
             Assert.True(File.Exists(Path.Combine(c.OutputDir, s.Replace(".safetensors", "_ema.safetensors"))));
-            Assert.True(File.Exists(Path.Combine(c.OutputDir, s.Replace(".safetensors", ".state"))));
-        }
+        // every checkpoint stays (the x/y plot compares them); only the newest training state does
+        Assert.Equal(["tiny_0005.state"], Directory.GetFiles(c.OutputDir, "*.state").Select(Path.GetFileName));
         using var f = SafeTensors.Open(Path.Combine(c.OutputDir, "tiny_0004.safetensors"));
         Assert.Equal("4", f.Metadata["dreambooth_epoch"]);
-        Assert.Equal("8", f.Metadata["dreambooth_step"]);
+        Assert.Equal("16", f.Metadata["dreambooth_step"]);   // 4 epochs × (2 instance + 2 class steps)
         Assert.Contains("\"learning_rate\"", f.Metadata["dreambooth_config"]);
         Assert.Contains(f.Keys, k => k.StartsWith("model.diffusion_model."));
         Assert.Contains(f.Keys, k => k.StartsWith("first_stage_model."));
@@ -180,7 +179,7 @@ public class DreamBoothTrainerTests
     [Fact]
     public void Cancel_saves_a_loadable_checkpoint_and_resume_is_bitwise_equal()
     {
-        // bf16 masters, Lion, EMA, prior, flip, TE trained for half the steps, accumulation 1
+        // bf16 masters, Lion, EMA, prior (alternate steps: 4 a epoch), flip, TE trained for half the steps, accumulation 1
         using var dirA = TestPaths.NewTempDir();
         var a = TinyConfig(dirA) with { Epochs = 3, SaveEveryEpochs = 3, MixedPrecision = "bf16", Optimizer = "lion", UseEma = true, SaveEmaWeights = true, Hflip = true, TextEncoderStepRatio = 0.5, OffsetNoise = 0.1 };
         using (var m = TinyModel()) Run(a, m);
@@ -192,11 +191,11 @@ public class DreamBoothTrainerTests
         using (var m = TinyModel())
             Run(b, m, cts.Token, (e, _) =>
             {
-                if (e.Kind == TrainingEventKind.Step && e.Step == 3) cts.Cancel();
+                if (e.Kind == TrainingEventKind.Step && e.Step == 6) cts.Cancel();
                 if (e.Kind == TrainingEventKind.Cancelled) cancelled = e;
             });
         Assert.NotNull(cancelled);
-        Assert.Equal("tiny_0001_s000003.safetensors", Path.GetFileName(cancelled!.Path));
+        Assert.Equal("tiny_0001_s000006.safetensors", Path.GetFileName(cancelled!.Path));
         using (var f = SafeTensors.Open(cancelled.Path!))
         {
             Assert.Equal("true", f.Metadata["dreambooth_cancelled"]);
@@ -208,9 +207,9 @@ public class DreamBoothTrainerTests
         using (var t = new DreamBoothTrainer(resumed, m))
         {
             t.LoadState(b.OutputDir);
-            Assert.Equal(3, t.Step);
+            Assert.Equal(6, t.Step);
             var r = t.Run();
-            Assert.Equal(6, r.Steps);
+            Assert.Equal(12, r.Steps);
         }
         foreach (var file in new[] { "tiny_0003.safetensors", "tiny_0003_ema.safetensors" })
         {
@@ -231,8 +230,8 @@ public class DreamBoothTrainerTests
         Dictionary<string, Tensor>? atFreeze = null;
         int frozenAt = -1;
         using var t = new DreamBoothTrainer(c, m);
-        Assert.Equal(8, t.TotalSteps);
-        Assert.Equal(6, t.TextEncoderSteps);
+        Assert.Equal(16, t.TotalSteps);   // 4 epochs × (2 instance + 2 class steps)
+        Assert.Equal(12, t.TextEncoderSteps);
         t.Run(new Sync(e =>
         {
             if (e.Kind != TrainingEventKind.TextEncoderFrozen) return;
@@ -241,7 +240,7 @@ public class DreamBoothTrainerTests
             Assert.DoesNotContain(t.Optimizer.StateDict().Keys, k => k.StartsWith("text_encoder/"));
             Assert.False(m.TextEncoder.training);
         }));
-        Assert.Equal(6, frozenAt);
+        Assert.Equal(12, frozenAt);
         var end = Snapshot(m.TextEncoder);
         Assert.Contains(start.Keys, k => !start[k].BitEqual(atFreeze![k]));   // trained before
         Assert.All(end.Keys, k => Assert.True(end[k].BitEqual(atFreeze![k]), k));   // not after
@@ -263,18 +262,69 @@ public class DreamBoothTrainerTests
         Assert.Contains(start.Keys.Except(norms), k => !start[k].BitEqual(end[k]));
     }
 
-    [Fact]
-    public void Text_encoder_lr_is_its_own_group()
+    /// <summary>One Lion step (2 instance images in one batch, no prior): the weights of both models before and after.</summary>
+    static (Dictionary<string, Tensor> Te0, Dictionary<string, Tensor> Te1, Dictionary<string, Tensor> Unet1) OneLionStep(TempDir dir, double teLr, double teWd)
     {
-        using var dir = TestPaths.NewTempDir();
-        var c = TinyConfig(dir) with { Epochs = 1, TextEncoderStepRatio = 1.0, TextEncoderLearningRate = 0, TextEncoderWeightDecay = 0 };
+        var c = TinyConfig(dir, prior: false) with
+        {
+            Epochs = 1, BatchSize = 2, TextEncoderStepRatio = 1.0, Optimizer = "lion", LearningRate = 1e-3, WeightDecay = 0,
+            TextEncoderLearningRate = teLr, TextEncoderWeightDecay = teWd, MaxGradNorm = 0, TextEncoderMaxGradNorm = 0, LrScheduler = "constant",
+        };
         using var m = TinyModel();
         var te0 = Snapshot(m.TextEncoder);
-        var un0 = Snapshot(m.UNet);
-        var steps = Run(c, m).Where(e => e.Kind == TrainingEventKind.Step).ToList();
-        Assert.All(Snapshot(m.TextEncoder), kv => Assert.True(kv.Value.BitEqual(te0[kv.Key])));
-        Assert.Contains(Snapshot(m.UNet), kv => !kv.Value.BitEqual(un0[kv.Key]));
-        Assert.All(steps, e => Assert.Equal(0, e.LrTextEncoder));
+        using (var t = new DreamBoothTrainer(c, m)) Assert.Equal(1, t.Run().Steps);
+        return (te0, Snapshot(m.TextEncoder), Snapshot(m.UNet));
+    }
+
+    [Fact]
+    public void Text_encoder_lr_and_weight_decay_act_on_the_text_encoder_alone()
+    {
+        // Lion's first step (momentum 0): w1 = w0·(1 − lr·wd) − lr·sign(g). Changing only the TE's LR or only its
+        // weight decay must change the TE by exactly that, and leave the UNet bit-identical (one step: the UNet's
+        // gradient does not depend on the TE's optimizer settings).
+        const double lr = 1e-3;
+        using var dirA = TestPaths.NewTempDir();
+        using var dirB = TestPaths.NewTempDir();
+        using var dirC = TestPaths.NewTempDir();
+        var a = OneLionStep(dirA, teLr: lr, teWd: 0);
+        var b = OneLionStep(dirB, teLr: 3 * lr, teWd: 0);
+        var c = OneLionStep(dirC, teLr: lr, teWd: 0.5);
+        long moved = 0, total = 0;
+        foreach (var (k, w0) in a.Te0)
+        {
+            var dA = a.Te1[k] - w0;
+            var tol = 1e-7 + 4e-7 * w0.abs();   // fp32 rounding of w and of w ± lr: a few ulps of |w|
+            // every element moved by 0 (no gradient) or by exactly lr
+            var size = dA.abs();
+            Assert.True((size.lt(tol) | (size - lr).abs().lt(tol)).all().item<bool>(), $"{k}: a TE step of lr {lr} moved by other than 0 or lr");
+            if (!k.Contains("token_embedding"))   // (its rows of tokens the prompts never use have no gradient)
+            {
+                moved += size.gt(lr / 2).sum().item<long>();
+                total += size.numel();
+            }
+            // three times the LR: three times the move, same direction
+            Assert.True(((b.Te1[k] - w0) - 3 * dA).abs().lt(3 * tol).all().item<bool>(), $"{k}: TE LR ×3 did not move it ×3");
+            // weight decay 0.5: an extra −lr·0.5·w0 on top of the same sign step
+            Assert.True(((c.Te1[k] - a.Te1[k]) - (-lr * 0.5) * w0).abs().lt(tol).all().item<bool>(), $"{k}: TE weight decay did not act as −lr·wd·w");
+        }
+        Assert.True(moved > total / 2, $"only {moved} of {total} TE weights (token table aside) moved by lr");
+        Assert.All(a.Unet1.Keys, k => Assert.True(a.Unet1[k].BitEqual(b.Unet1[k]) && a.Unet1[k].BitEqual(c.Unet1[k]), $"{k}: the UNet changed with the TE's settings"));
+    }
+
+    [Fact]
+    public void A_step_reads_the_device_once_for_its_gradient_check_and_norms()
+    {
+        // every device → host read of the step goes through HostRead: one per batch (its losses) and one per optimizer
+        // step (the finite check over every gradient and both grad norms), however many gradient tensors there are
+        using var dir = TestPaths.NewTempDir();
+        var c = TinyConfig(dir) with { Epochs = 2, TextEncoderStepRatio = 0.5 };
+        using var m = TinyModel();
+        Assert.True(m.UNet.parameters().Count() + m.TextEncoder.parameters().Count() > 100);
+        using var t = new DreamBoothTrainer(c, m);
+        long before = HostRead.Count;
+        var r = t.Run();
+        Assert.Equal(8, r.Steps);
+        Assert.Equal(2 * r.Steps, HostRead.Count - before);
     }
 
     [Fact]

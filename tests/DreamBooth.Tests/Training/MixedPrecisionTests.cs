@@ -93,6 +93,39 @@ public class MixedPrecisionTests
     }
 
     [Fact]
+    public void One_read_brings_back_both_groups_norms_and_they_catch_a_non_finite_gradient()
+    {
+        // the trainer's look at its gradients: grads → masters and a norm per group, read back in one transfer; a
+        // non-finite gradient anywhere makes its group's norm non-finite (the step is then skipped)
+        var unet = nn.Linear(3, 2);
+        var te = nn.Linear(2, 2);
+        using var mu = new MasterWeights(unet, ScalarType.Float16);
+        using var mt = new MasterWeights(te, ScalarType.Float16);
+        void Grads(float last)
+        {
+            unet.weight!.grad = torch.ones(2, 3).to(ScalarType.Float16);
+            unet.bias!.grad = torch.ones(2).to(ScalarType.Float16);
+            te.weight!.grad = torch.ones(2, 2).to(ScalarType.Float16);
+            te.bias!.grad = torch.tensor(new float[] { 1, last }).to(ScalarType.Float16);
+        }
+        Grads(1);
+        long before = HostRead.Count;
+        var norms = GradientClipping.MoveGradsAndNorms([mu, mt], [mu.Masters, mt.Masters], invScale: 0.5);
+        Assert.Equal(before + 1, HostRead.Count);   // one transfer for both groups
+        Assert.Equal(0.5f, mu.Masters[0].grad!.data<float>()[0]);   // unscaled onto the fp32 masters
+        Assert.Equal(Math.Sqrt(8 * 0.25), norms[0], 5);
+        Assert.Equal(Math.Sqrt(6 * 0.25), norms[1], 5);
+
+        Grads(float.PositiveInfinity);   // fp16 overflow in the TE's last gradient only
+        norms = GradientClipping.MoveGradsAndNorms([mu, mt], [mu.Masters, mt.Masters], invScale: 0.5);
+        Assert.True(double.IsFinite(norms[0]));
+        Assert.False(double.IsFinite(norms[1]));
+        Grads(float.NaN);
+        Assert.False(double.IsFinite(GradientClipping.MoveGradsAndNorms([mu, mt], [mu.Masters, mt.Masters], 1)[1]));
+        Assert.Equal([0.0], GradientClipping.MoveGradsAndNorms([], [[torch.zeros(2)]], 1));   // no gradients: norm 0
+    }
+
+    [Fact]
     public void Grad_clipping_scales_to_max_norm_and_reports_the_norm()
     {
         var a = torch.zeros(2).requires_grad_(true);

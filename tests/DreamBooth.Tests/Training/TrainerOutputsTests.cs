@@ -19,11 +19,11 @@ public class TrainerOutputsTests
         var c = DreamBoothTrainerTests.TinyConfig(dir);   // 2 instance images, 2 class images already there
         var concept = c.Concepts[0] with { GenerateClassImages = true, ClassImagesPerInstance = 3, ClassSteps = 1, ClassPrompt = "man", ClassNegativePrompt = "blurry" };
         c = c with { Concepts = [concept], Epochs = 1, ClassBatchSize = 3 };
-        var request = ClassImagePreparation.RequestFor(c, 0)!;
+        var request = Assert.Single(ClassImagePreparation.Requests(c, 0));
         Assert.Equal(6, request.Needed);
         Assert.Equal(3, request.BatchSize);
         Assert.Equal((1, "man", "blurry"), (request.Steps, request.ClassPrompt, request.NegativePrompt));
-        Assert.Null(ClassImagePreparation.RequestFor(c with { Concepts = [concept with { GenerateClassImages = false }] }, 0));
+        Assert.Empty(ClassImagePreparation.Requests(c with { Concepts = [concept with { GenerateClassImages = false }] }, 0));
 
         using var m = DreamBoothTrainerTests.TinyModel();
         var messages = new List<string>();
@@ -45,6 +45,39 @@ public class TrainerOutputsTests
         Assert.Equal(6, ClassImageGenerator.Scan(concept.ClassDir).readable.Count);
     }
 
+    [Fact]
+    public void Class_images_are_generated_at_the_instance_buckets_sizes_not_max_resolution_square()
+    {
+        // two portrait photos (48x64) and one landscape (64x48), max_resolution 64: the extension's ClassDataset
+        // generates each bucket's class images at that bucket's resolution, and so do we (not 64x64)
+        using var dir = TestPaths.NewTempDir();
+        var inst = Directory.CreateDirectory(dir.File("photos")).FullName;
+        foreach (var (name, w, h) in new[] { ("a", 48, 64), ("b", 48, 64), ("c", 64, 48) })
+            using (var img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(w, h))
+                SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, Path.Combine(inst, name + ".png"));
+        var c = DreamBoothTrainerTests.TinyConfig(dir) with
+        {
+            Epochs = 1, MaxResolution = 64, ResolutionStep = 16, ClassBatchSize = 2,
+            Concepts = [new ConceptConfig { InstanceDir = inst, ClassDir = dir.File("generated"), ClassImagesPerInstance = 2, ClassSteps = 1 }],
+        };
+        var need = ClassImagePreparation.Plan(c, 0);
+        Assert.Equal([("48x64", 2, 4), ("64x48", 1, 2)], need.Buckets.Select(b => (b.Size, b.InstanceImages, b.ToGenerate)));
+        Assert.Contains("6 to generate at the instance bucket size (4 at 48x64, 2 at 64x48)", need.ToString());
+        Assert.Equal([(48, 64), (64, 48)], ClassImagePreparation.Requests(c, 0).Select(r => (r.Width, r.Height)));
+
+        using var m = DreamBoothTrainerTests.TinyModel();
+        var messages = new List<string>();
+        using (var t = new DreamBoothTrainer(c, m, setupProgress: new Sync(e => messages.Add(e.Message ?? ""))))
+            Assert.Equal(6, t.Data.ClassImages.Count);
+        Assert.Contains(messages, s => s.Contains("at the instance bucket size (4 at 48x64, 2 at 64x48)"));
+        var sizes = ClassImageGenerator.Scan(dir.File("generated")).readable
+            .Select(f => SixLabors.ImageSharp.Image.Identify(f)).Select(i => $"{i.Width}x{i.Height}").ToList();
+        Assert.Equal(4, sizes.Count(s => s == "48x64"));
+        Assert.Equal(2, sizes.Count(s => s == "64x48"));
+        Assert.Equal([3, 2, 1], ClassImagePreparation.Split(6, [3, 2, 1]).Select(x => x));
+        Assert.Equal([4, 3, 3], ClassImagePreparation.Split(10, [1, 1, 1]));
+    }
+
     /// <summary>Records the epochs it is called at and one UNet weight the model holds at that moment.</summary>
     sealed class RecordingRenderer : IPreviewRenderer
     {
@@ -60,7 +93,7 @@ public class TrainerOutputsTests
     }
 
     [Fact]
-    public void Previews_render_every_n_epochs_and_at_the_end_with_ema_weights()
+    public void Previews_render_every_n_epochs_and_at_the_end_with_the_trained_weights()
     {
         using var dir = TestPaths.NewTempDir();
         var c = DreamBoothTrainerTests.TinyConfig(dir, prior: false) with
@@ -75,7 +108,26 @@ public class TrainerOutputsTests
         t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Preview) previews.Add(e.Epoch); }));
         Assert.Equal([2, 4, 5], renderer.Epochs);
         Assert.Equal([2, 4, 5], previews);
-        // the last preview saw the EMA weights, not the trained ones; the model has its trained weights back
+        // the last preview saw the trained weights (as the A1111 extension draws previews), not the EMA's
+        var trained = m.UNet.named_parameters().First(kv => kv.name == "conv_in.weight").parameter;
+        Assert.True(renderer.LastWeight!.BitEqual(trained));
+        Assert.False(renderer.LastWeight!.BitEqual(t.Ema!.Shadow["conv_in.weight"]));
+    }
+
+    [Fact]
+    public void Preview_ema_draws_previews_with_the_ema_weights_and_puts_the_trained_ones_back()
+    {
+        using var dir = TestPaths.NewTempDir();
+        var c = DreamBoothTrainerTests.TinyConfig(dir, prior: false) with
+        {
+            Epochs = 2, PreviewEveryEpochs = 1, PreviewPrompts = ["ohwx man"], TextEncoderStepRatio = 0, PreviewEma = true,
+            UseEma = true, EmaDecay = 0.5, Optimizer = "adamw", LearningRate = 1e-2,
+        };
+        Assert.Contains("preview_ema is on but use_ema is off", (c with { UseEma = false }).Validate(checkFolders: false));
+        using var m = DreamBoothTrainerTests.TinyModel();
+        var renderer = new RecordingRenderer();
+        using var t = new DreamBoothTrainer(c, m, renderer);
+        t.Run();
         Assert.True(renderer.LastWeight!.BitEqual(t.Ema!.Shadow["conv_in.weight"]));
         var trained = m.UNet.named_parameters().First(kv => kv.name == "conv_in.weight").parameter;
         Assert.False(renderer.LastWeight!.BitEqual(trained));
@@ -133,7 +185,7 @@ public class OomBackoffTests
     public void Injected_oom_enables_checkpointing_retries_the_step_then_stops_with_the_batch_advice()
     {
         using var dir = TestPaths.NewTempDir();
-        var c = DreamBoothTrainerTests.TinyConfig(dir, prior: false) with { Epochs = 1, BatchSize = 2, TextEncoderStepRatio = 0 };
+        var c = DreamBoothTrainerTests.TinyConfig(dir, prior: false) with { Epochs = 1, BatchSize = 2, TextEncoderStepRatio = 0, GradientCheckpointing = false };
         using var m = DreamBoothTrainerTests.TinyModel();
         using var t = new DreamBoothTrainer(c, m);
         int failures = 0;

@@ -73,12 +73,15 @@ public sealed class BenchSampleCommand : IBenchSubcommand
                     w.WriteLine(BenchSupport.Json(new
                     {
                         bench = "sample",
+                        implementation = "ours",
+                        @case = $"{width}x{height} b{batch} cfg{request.CfgScale.ToString(System.Globalization.CultureInfo.InvariantCulture)} {BenchSupport.DtypeName(type)}",
                         model = isTiny ? "tiny-random" : "sd15-random",
                         width, height, batch, steps = n, cfg = request.CfgScale, sampler = request.Sampler,
                         unet_batch = request.CfgScale != 1.0 ? 2 * batch : batch,
                         it_per_s = BenchSupport.Round(itPerS, 4),
                         s_per_it = BenchSupport.Round(1.0 / itPerS, 4),
                         images_per_s = BenchSupport.Round(batch / total, 4),
+                        images_per_min = BenchSupport.Round(60 * batch / total, 2),
                         seconds_total = BenchSupport.Round(total, 3),
                         peak_memory_mib = memory.PeakMiB, memory_kind = memory.Kind,
                         device = BenchSupport.DeviceName(dev), dtype = BenchSupport.DtypeName(type),

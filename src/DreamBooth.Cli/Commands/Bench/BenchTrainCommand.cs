@@ -13,10 +13,13 @@ namespace DreamBooth.Cli.Commands.Bench;
 
 /// <summary>
 /// `dreambooth bench train`: the DreamBooth training step (1 instance + 1 prior sample, cached latents) on the
-/// SD1.5 architecture with random weights, for each size × {UNet+TE, UNet} × EMA × gradient checkpointing.
+/// SD1.5 architecture with random weights, for each size × {UNet+TE, UNet} × EMA × gradient checkpointing × optimizer.
 /// Step-level: it drives the models, <see cref="MasterWeights"/>, the optimizer and <see cref="EmaModel"/>
 /// directly (the same parts the trainer loop uses), not the trainer loop itself. Warm-up steps, then timed
-/// steps; one JSON line per case with it/s, ms/step, peak memory and achieved TFLOP/s.
+/// steps (no host synchronisation inside them but the last loss read); then, when asked, a few profiled steps with a
+/// synchronisation after each phase (forward, backward, optimizer, EMA), which give for each phase the time the host
+/// spent issuing it against the time until the device finished it. One JSON line per case with it/s, ms/step, peak
+/// memory, the step's model FLOPs (<see cref="FlopCount"/>) and achieved TFLOP/s.
 /// </summary>
 public sealed class BenchTrainCommand : IBenchSubcommand
 {
@@ -33,17 +36,18 @@ public sealed class BenchTrainCommand : IBenchSubcommand
         var trainTe = new Option<string>("--train-text-encoder") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
         var ema = new Option<string>("--ema") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
         var gc = new Option<string>("--gradient-checkpointing") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
-        var optimizer = new Option<string>("--optimizer") { Description = "lion (per tensor, as the trainer uses) or flat-lion (flattened buffers)", DefaultValueFactory = _ => "lion" };
+        var optimizer = new Option<string>("--optimizer") { Description = $"Comma-separated: {string.Join(", ", Optimizers)} (lion, adamw, adamw8bit per tensor as the trainer uses them; flat-lion over flattened buffers)", DefaultValueFactory = _ => "lion" };
         var peak = new Option<double?>("--peak-tflops") { Description = "The device's dense bf16 peak in TFLOP/s for the % column (default: from the GPU name)" };
+        var profile = new Option<int>("--profile-steps") { Description = "Extra steps after the timed ones with a synchronisation after each phase (forward, backward, optimizer, EMA): host-issue vs device-done ms per phase; 0 = none", DefaultValueFactory = _ => 2 };
         var cmd = new Command("train", "DreamBooth training-step it/s, ms/step, peak memory and TFLOP/s on random SD1.5 weights (JSON lines)");
-        foreach (var o in new Option[] { tiny, device, sizes, steps, warmup, dtype, trainTe, ema, gc, optimizer, peak }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { tiny, device, sizes, steps, warmup, dtype, trainTe, ema, gc, optimizer, peak, profile }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
-            int timed = parse.GetValue(steps), warm = parse.GetValue(warmup);
+            int timed = parse.GetValue(steps), warm = parse.GetValue(warmup), profiled = parse.GetValue(profile);
             if (timed < 1 || warm < 0) throw new DreamBoothException("--steps must be at least 1 and --warmup at least 0");
-            var opt = parse.GetValue(optimizer)!.Trim().ToLowerInvariant();
-            if (opt is not ("lion" or "flat-lion")) throw new DreamBoothException($"--optimizer: expected lion or flat-lion, got '{opt}'");
+            if (profiled < 0) throw new DreamBoothException("--profile-steps must be at least 0");
+            var optimizerList = ParseOptimizers(parse.GetValue(optimizer)!);
             CliApp.Torch();
             var dev = BenchSupport.ParseDevice(parse.GetValue(device));
             bool isTiny = parse.GetValue(tiny) ?? dev.type != DeviceType.CUDA;
@@ -58,42 +62,64 @@ public sealed class BenchTrainCommand : IBenchSubcommand
                 foreach (var te in BenchSupport.ParseSwitch(parse.GetValue(trainTe)!, "--train-text-encoder").Reverse())
                     foreach (var useEma in BenchSupport.ParseSwitch(parse.GetValue(ema)!, "--ema").Reverse())
                         foreach (var checkpointing in BenchSupport.ParseSwitch(parse.GetValue(gc)!, "--gradient-checkpointing"))
-                        {
-                            ct.ThrowIfCancellationRequested();
-                            var c = new Case(width, height, factor, te, useEma, checkpointing, opt, type, dev, warm, timed);
-                            var r = Run(c, teConfig, unetConfig, ct);
-                            double? tflop = isTiny ? null : StepTflop(width, height);
-                            double? achieved = tflop / r.SecondsPerStep;
-                            w.WriteLine(BenchSupport.Json(new
+                            foreach (var opt in optimizerList)
                             {
-                                bench = "train",
-                                model = isTiny ? "tiny-random" : "sd15-random",
-                                loop = Loop,
-                                width, height, batch = "1 instance + 1 prior", latents = "cached",
-                                train_text_encoder = te, ema = useEma, gradient_checkpointing = checkpointing,
-                                optimizer = opt, dtype = BenchSupport.DtypeName(type), masters = type == ScalarType.Float32 ? "shared fp32" : "fp32",
-                                warmup_steps = warm, steps = timed,
-                                it_per_s = BenchSupport.Round(1.0 / r.SecondsPerStep, 4),
-                                ms_per_step = BenchSupport.Round(r.SecondsPerStep * 1000, 2),
-                                peak_memory_mib = r.PeakMiB, memory_kind = r.MemoryKind,
-                                step_tflop = tflop is null ? (double?)null : BenchSupport.Round(tflop.Value, 2),
-                                achieved_tflops = achieved is null ? (double?)null : BenchSupport.Round(achieved.Value, 2),
-                                peak_bf16_tflops = peakTflops,
-                                percent_of_peak = achieved is null || peakTflops is null ? (double?)null : BenchSupport.Round(100 * achieved.Value / peakTflops.Value, 1),
-                                last_loss = BenchSupport.Round(r.LastLoss, 5),
-                                device = BenchSupport.DeviceName(dev),
-                                load_average = BenchSupport.LoadAverage(),
-                            }));
-                        }
+                                ct.ThrowIfCancellationRequested();
+                                var c = new Case(width, height, factor, te, useEma, checkpointing, opt, type, dev, warm, timed, profiled);
+                                var r = Run(c, teConfig, unetConfig, ct);
+                                double tflop = FlopCount.TrainStepFlops(unetConfig, teConfig, height / factor, width / factor, te) / 1e12;
+                                double achieved = tflop / r.SecondsPerStep;
+                                w.WriteLine(BenchSupport.Json(new
+                                {
+                                    bench = "train",
+                                    implementation = "ours",
+                                    @case = CaseName(width, height, te, useEma, checkpointing, opt, type),
+                                    model = isTiny ? "tiny-random" : "sd15-random",
+                                    loop = Loop,
+                                    width, height, batch = "1 instance + 1 prior", latents = "cached",
+                                    train_text_encoder = te, ema = useEma, gradient_checkpointing = checkpointing,
+                                    optimizer = opt, dtype = BenchSupport.DtypeName(type), masters = type == ScalarType.Float32 ? "shared fp32" : "fp32",
+                                    warmup_steps = warm, steps = timed,
+                                    it_per_s = BenchSupport.Round(1.0 / r.SecondsPerStep, 4),
+                                    ms_per_step = BenchSupport.Round(r.SecondsPerStep * 1000, 2),
+                                    peak_memory_mib = r.PeakMiB, memory_kind = r.MemoryKind,
+                                    step_tflop = BenchSupport.Round(tflop, isTiny ? 9 : 3),
+                                    flop_count = "model FLOPs: 3 x forward x 2 samples (UNet; + text encoder when trained), convolutions and matmuls, no GC recompute",
+                                    achieved_tflops = BenchSupport.Round(achieved, isTiny ? 6 : 2),
+                                    peak_bf16_tflops = peakTflops,
+                                    percent_of_peak = peakTflops is null ? (double?)null : BenchSupport.Round(100 * achieved / peakTflops.Value, 1),
+                                    profile_steps = profiled,
+                                    phases_ms = r.Phases,
+                                    last_loss = BenchSupport.Round(r.LastLoss, 5),
+                                    device = BenchSupport.DeviceName(dev),
+                                    load_average = BenchSupport.LoadAverage(),
+                                }));
+                            }
             return Task.FromResult(CliApp.Ok);
         });
         return cmd;
     }
 
-    sealed record Case(int Width, int Height, int Factor, bool TrainTextEncoder, bool Ema, bool GradientCheckpointing, string Optimizer,
-        ScalarType Dtype, Device Device, int Warmup, int Steps);
+    /// <summary>The optimizers a case can use.</summary>
+    public static readonly string[] Optimizers = ["lion", "flat-lion", "adamw", "adamw8bit"];
 
-    sealed record Result(double SecondsPerStep, long? PeakMiB, string MemoryKind, double LastLoss);
+    static List<string> ParseOptimizers(string value)
+    {
+        var list = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(v => v.ToLowerInvariant()).Distinct().ToList();
+        foreach (var v in list)
+            if (!Optimizers.Contains(v)) throw new DreamBoothException($"--optimizer: expected one or more of {string.Join(", ", Optimizers)}, got '{v}'");
+        if (list.Count == 0) throw new DreamBoothException($"--optimizer: expected one or more of {string.Join(", ", Optimizers)}");
+        return list;
+    }
+
+    /// <summary>The case's name as the reference driver (tools/gpu/reference/train_ref.py) writes it, so lines pair up.</summary>
+    public static string CaseName(int width, int height, bool te, bool ema, bool gc, string optimizer, ScalarType dtype) =>
+        $"{width}x{height} {(te ? "unet+te" : "unet")} ema-{(ema ? "on" : "off")} gc-{(gc ? "on" : "off")} {optimizer} {BenchSupport.DtypeName(dtype)}";
+
+    sealed record Case(int Width, int Height, int Factor, bool TrainTextEncoder, bool Ema, bool GradientCheckpointing, string Optimizer,
+        ScalarType Dtype, Device Device, int Warmup, int Steps, int ProfileSteps);
+
+    sealed record Result(double SecondsPerStep, long? PeakMiB, string MemoryKind, double LastLoss, IReadOnlyDictionary<string, PhaseTimer.Phase>? Phases);
 
     static Result Run(Case c, CLIPTextConfig teConfig, UNet2DConditionConfig unetConfig, CancellationToken ct)
     {
@@ -117,7 +143,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
         if (!c.TrainTextEncoder) textEncoder.to(c.Dtype);
         var groups = new List<ParamGroup> { new("unet", unetMasters.Masters, 5e-7, 1e-2) };
         if (teMasters is not null) groups.Add(new ParamGroup("text_encoder", teMasters.Masters, 5e-7, 1e-2));
-        using var lion = c.Optimizer == "lion" ? new Lion(groups) : null;
+        using var perTensor = c.Optimizer == "flat-lion" ? null : TrainingOptimizer.Create(c.Optimizer, groups);
         using var flat = c.Optimizer == "flat-lion" ? new FlatLion(groups) : null;
         using var ema = c.Ema ? new EmaModel(unetMasters.Names.Zip(unetMasters.Masters), 0.9999, warmup: false, c.Device) : null;
 
@@ -132,13 +158,17 @@ public sealed class BenchTrainCommand : IBenchSubcommand
 
         double lastLoss = double.NaN;
         var clock = new Stopwatch();
-        for (int step = 0; step < c.Warmup + c.Steps; step++)
+        var timer = new PhaseTimer(c.Device);
+        int total = c.Warmup + c.Steps;
+        for (int step = 0; step < total + c.ProfileSteps; step++)
         {
             ct.ThrowIfCancellationRequested();
             if (step == c.Warmup) { BenchSupport.Sync(c.Device); clock.Start(); }
+            if (step == total) { BenchSupport.Sync(c.Device); clock.Stop(); timer.Enabled = true; }
             Tensor loss;
             using (var scope = NewDisposeScope())
             {
+                timer.Begin("forward");
                 var noise = randn_like(latents);
                 var timesteps = randint(0, schedule.NumTrainTimesteps, [2], dtype: ScalarType.Int64, device: c.Device);
                 var noisy = schedule.AddNoise(latents, noise, timesteps);
@@ -149,23 +179,30 @@ public sealed class BenchTrainCommand : IBenchSubcommand
                 var (targetInstance, targetPrior) = (target[0..1], target[1..2]);
                 var instanceLoss = nn.functional.mse_loss(predInstance, targetInstance);
                 var priorLoss = nn.functional.mse_loss(predPrior, targetPrior);
-                loss = (instanceLoss + 1.0 * priorLoss).detach().MoveToOuterDisposeScope();
-                (instanceLoss + 1.0 * priorLoss).backward();
+                var fullLoss = instanceLoss + 1.0 * priorLoss;
+                loss = fullLoss.detach().MoveToOuterDisposeScope();
+                timer.Begin("backward");
+                fullLoss.backward();
             }
+            timer.Begin("optimizer");
             unetMasters.CopyGradsToMasters();
             teMasters?.CopyGradsToMasters();
-            if (lion is not null) { lion.Step(); lion.ZeroGrad(); }
+            if (perTensor is not null) { perTensor.Step(); perTensor.ZeroGrad(); }
             else { flat!.Step(); flat.ZeroGrad(); }
             unetMasters.CopyMastersToModel();
             teMasters?.CopyMastersToModel();
-            ema?.Update(unetMasters.Names.Zip(unetMasters.Masters));
-            if (step == c.Warmup + c.Steps - 1) lastLoss = loss.item<float>(); // the one host read: the logged loss
+            if (ema is not null)
+            {
+                timer.Begin("ema");
+                ema.Update(unetMasters.Names.Zip(unetMasters.Masters));
+            }
+            timer.End();
+            if (step == total - 1) lastLoss = loss.item<float>(); // the one host read of the timed steps: the logged loss
             loss.Dispose();
         }
-        BenchSupport.Sync(c.Device);
-        clock.Stop();
+        if (clock.IsRunning) { BenchSupport.Sync(c.Device); clock.Stop(); }
         cachedEmbeddings?.Dispose();
-        return new Result(clock.Elapsed.TotalSeconds / c.Steps, memory.PeakMiB, memory.Kind, lastLoss);
+        return new Result(clock.Elapsed.TotalSeconds / c.Steps, memory.PeakMiB, memory.Kind, lastLoss, c.ProfileSteps > 0 ? timer.Averages() : null);
     }
 
     /// <summary>GroupNorm weights start uninitialized in TorchSharp 0.107; PyTorch's init is (1, 0).</summary>
@@ -174,19 +211,6 @@ public sealed class BenchTrainCommand : IBenchSubcommand
         using var _ = no_grad();
         foreach (var (_, m) in module.named_modules())
             if (m is TorchSharp.Modules.GroupNorm gn) { gn.weight?.fill_(1); gn.bias?.zero_(); }
-    }
-
-    /// <summary>
-    /// Model FLOPs of one DreamBooth step (2 samples, forward + backward = 3 forwards; gradient-checkpointing
-    /// recomputation not counted, as in MFU), from the UNet forward figures in docs/benchmarks.md: 0.89 TFLOP
-    /// per sample at 512², 2.3 at 768², 4.9 at 1024², scaled by pixel count from the nearest anchor.
-    /// </summary>
-    public static double StepTflop(int width, int height)
-    {
-        (double Pixels, double Tflop)[] anchors = [(512.0 * 512, 0.89), (768.0 * 768, 2.3), (1024.0 * 1024, 4.9)];
-        double px = (double)width * height;
-        var a = anchors.MinBy(x => Math.Abs(Math.Log(px / x.Pixels)));
-        return 3 * 2 * a.Tflop * px / a.Pixels;
     }
 
     /// <summary>Dense bf16 tensor-core peak (vendor spec, TFLOP/s) by GPU name; null when unknown.</summary>

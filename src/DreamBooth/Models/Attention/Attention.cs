@@ -46,10 +46,10 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor>
         long innerDim = (long)heads * dimHead;
         long kvDim = crossAttentionDim ?? queryDim;
         if (normNumGroups is int groups) group_norm = Layers.GroupNorm(groups, queryDim, normEps);
-        to_q = nn.Linear(queryDim, innerDim, hasBias: bias);
-        to_k = nn.Linear(kvDim, innerDim, hasBias: bias);
-        to_v = nn.Linear(kvDim, innerDim, hasBias: bias);
-        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(nn.Linear(innerDim, queryDim, hasBias: true), nn.Dropout(dropout));
+        to_q = Layers.Linear(queryDim, innerDim, hasBias: bias);
+        to_k = Layers.Linear(kvDim, innerDim, hasBias: bias);
+        to_v = Layers.Linear(kvDim, innerDim, hasBias: bias);
+        to_out = nn.ModuleList<nn.Module<Tensor, Tensor>>(Layers.Linear(innerDim, queryDim, hasBias: true), nn.Dropout(dropout));
         RegisterComponents();
     }
 

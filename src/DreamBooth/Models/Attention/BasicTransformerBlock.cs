@@ -20,11 +20,11 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
     public BasicTransformerBlock(long dim, int numAttentionHeads, int attentionHeadDim, long crossAttentionDim,
         double dropout = 0.0, bool upcastAttention = false, double normEps = 1e-5) : base(nameof(BasicTransformerBlock))
     {
-        norm1 = nn.LayerNorm(dim, normEps);
+        norm1 = Layers.LayerNorm(dim, normEps);
         attn1 = new Attention(dim, null, numAttentionHeads, attentionHeadDim, dropout, bias: false, upcastAttention);
-        norm2 = nn.LayerNorm(dim, normEps);
+        norm2 = Layers.LayerNorm(dim, normEps);
         attn2 = new Attention(dim, crossAttentionDim, numAttentionHeads, attentionHeadDim, dropout, bias: false, upcastAttention);
-        norm3 = nn.LayerNorm(dim, normEps);
+        norm3 = Layers.LayerNorm(dim, normEps);
         ff = new FeedForward(dim, dropout: dropout);
         RegisterComponents();
     }

@@ -12,7 +12,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public FeedForward(long dim, long? dimOut = null, int mult = 4, double dropout = 0.0) : base(nameof(FeedForward))
     {
         long inner = dim * mult;
-        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dimOut ?? dim));
+        net = nn.ModuleList<nn.Module<Tensor, Tensor>>(new GEGLU(dim, inner), nn.Dropout(dropout), Layers.Linear(inner, dimOut ?? dim));
         RegisterComponents();
     }
 

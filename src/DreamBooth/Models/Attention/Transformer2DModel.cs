@@ -23,11 +23,11 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor>
         this.useLinearProjection = useLinearProjection;
         long inner = (long)numAttentionHeads * attentionHeadDim;
         norm = Layers.GroupNorm(normNumGroups, inChannels, 1e-6);
-        proj_in = useLinearProjection ? nn.Linear(inChannels, inner) : nn.Conv2d(inChannels, inner, 1);
+        proj_in = useLinearProjection ? Layers.Linear(inChannels, inner) : Layers.Conv2d(inChannels, inner, 1);
         transformer_blocks = nn.ModuleList<BasicTransformerBlock>();
         for (int i = 0; i < numLayers; i++)
             transformer_blocks.Add(new BasicTransformerBlock(inner, numAttentionHeads, attentionHeadDim, crossAttentionDim, dropout, upcastAttention));
-        proj_out = useLinearProjection ? nn.Linear(inner, inChannels) : nn.Conv2d(inner, inChannels, 1);
+        proj_out = useLinearProjection ? Layers.Linear(inner, inChannels) : Layers.Conv2d(inner, inChannels, 1);
         RegisterComponents();
     }
 

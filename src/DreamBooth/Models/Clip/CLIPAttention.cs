@@ -19,10 +19,10 @@ public sealed class CLIPAttention : nn.Module<Tensor, Tensor>
     {
         _heads = config.NumAttentionHeads;
         _headDim = config.HeadDim;
-        k_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        v_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        q_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
-        out_proj = nn.Linear(config.HiddenSize, config.HiddenSize);
+        k_proj = Layers.Linear(config.HiddenSize, config.HiddenSize);
+        v_proj = Layers.Linear(config.HiddenSize, config.HiddenSize);
+        q_proj = Layers.Linear(config.HiddenSize, config.HiddenSize);
+        out_proj = Layers.Linear(config.HiddenSize, config.HiddenSize);
         RegisterComponents();
     }
 

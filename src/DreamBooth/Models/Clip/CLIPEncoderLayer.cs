@@ -15,9 +15,9 @@ public sealed class CLIPEncoderLayer : nn.Module<Tensor, Tensor>
     public CLIPEncoderLayer(CLIPTextConfig config) : base(nameof(CLIPEncoderLayer))
     {
         self_attn = new CLIPAttention(config);
-        layer_norm1 = nn.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
+        layer_norm1 = Layers.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
         mlp = new CLIPMLP(config);
-        layer_norm2 = nn.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
+        layer_norm2 = Layers.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
         RegisterComponents();
     }
 

@@ -14,8 +14,8 @@ public sealed class CLIPMLP : nn.Module<Tensor, Tensor>
     public CLIPMLP(CLIPTextConfig config) : base(nameof(CLIPMLP))
     {
         _act = config.HiddenAct;
-        fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize);
-        fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize);
+        fc1 = Layers.Linear(config.HiddenSize, config.IntermediateSize);
+        fc2 = Layers.Linear(config.IntermediateSize, config.HiddenSize);
         RegisterComponents();
     }
 

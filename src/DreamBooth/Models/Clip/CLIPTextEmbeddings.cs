@@ -13,8 +13,8 @@ public sealed class CLIPTextEmbeddings : nn.Module<Tensor, Tensor>
 
     public CLIPTextEmbeddings(CLIPTextConfig config) : base(nameof(CLIPTextEmbeddings))
     {
-        token_embedding = nn.Embedding(config.VocabSize, config.HiddenSize);
-        position_embedding = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        token_embedding = Layers.Embedding(config.VocabSize, config.HiddenSize);
+        position_embedding = Layers.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
         position_ids = torch.arange(config.MaxPositionEmbeddings, dtype: ScalarType.Int64).unsqueeze(0).DetachFromDisposeScope();
         // Registered first as non-persistent (transformers ≥ 4.31 does not save it); RegisterComponents then skips it.
         // TorchSharp 0.107's Module.to() and Dispose() pass over non-persistent buffers, so forward() follows the

@@ -15,7 +15,7 @@ public sealed class CLIPTextTransformer : nn.Module<Tensor, Tensor>
     {
         embeddings = new CLIPTextEmbeddings(config);
         encoder = new CLIPEncoder(config);
-        final_layer_norm = nn.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
+        final_layer_norm = Layers.LayerNorm(config.HiddenSize, eps: config.LayerNormEps);
         RegisterComponents();
     }
 

@@ -13,9 +13,9 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor>
 
     public TimestepEmbedding(long inChannels, long timeEmbedDim) : base(nameof(TimestepEmbedding))
     {
-        linear_1 = nn.Linear(inChannels, timeEmbedDim);
+        linear_1 = Layers.Linear(inChannels, timeEmbedDim);
         act = nn.SiLU();
-        linear_2 = nn.Linear(timeEmbedDim, timeEmbedDim);
+        linear_2 = Layers.Linear(timeEmbedDim, timeEmbedDim);
         RegisterComponents();
     }
 

@@ -16,7 +16,7 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
     public Downsample2D(long channels, long outChannels, int padding = 1) : base(nameof(Downsample2D))
     {
         this.padding = padding;
-        conv = nn.Conv2d(channels, outChannels, 3, stride: 2, padding: padding);
+        conv = Layers.Conv2d(channels, outChannels, 3, stride: 2, padding: padding);
         RegisterComponents();
     }
 

@@ -26,13 +26,13 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     {
         this.outputScaleFactor = outputScaleFactor;
         norm1 = Layers.GroupNorm(groups, inChannels, eps);
-        conv1 = nn.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1);
-        if (tembChannels is long t) time_emb_proj = nn.Linear(t, outChannels);
+        conv1 = Layers.Conv2d(inChannels, outChannels, 3, stride: 1, padding: 1);
+        if (tembChannels is long t) time_emb_proj = Layers.Linear(t, outChannels);
         norm2 = Layers.GroupNorm(groups, outChannels, eps);
         this.dropout = nn.Dropout(dropout);
-        conv2 = nn.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1);
+        conv2 = Layers.Conv2d(outChannels, outChannels, 3, stride: 1, padding: 1);
         nonlinearity = nn.SiLU();
-        if (inChannels != outChannels) conv_shortcut = nn.Conv2d(inChannels, outChannels, 1, stride: 1, padding: 0L);
+        if (inChannels != outChannels) conv_shortcut = Layers.Conv2d(inChannels, outChannels, 1, stride: 1, padding: 0L);
         RegisterComponents();
     }
 

@@ -40,7 +40,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         double eps = config.NormEps;
         int groups = config.NormNumGroups;
 
-        conv_in = nn.Conv2d(config.InChannels, boc[0], 3, stride: 1, padding: 1);
+        conv_in = Layers.Conv2d(config.InChannels, boc[0], 3, stride: 1, padding: 1);
         time_proj = new Timesteps(boc[0], config.FlipSinToCos, config.FreqShift);
         time_embedding = new TimestepEmbedding(boc[0], timeEmbedDim);
 
@@ -82,7 +82,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
         conv_norm_out = Layers.GroupNorm(groups, boc[0], eps);
         conv_act = nn.SiLU();
-        conv_out = nn.Conv2d(boc[0], config.OutChannels, 3, stride: 1, padding: 1);
+        conv_out = Layers.Conv2d(boc[0], config.OutChannels, 3, stride: 1, padding: 1);
         RegisterComponents();
     }
 

@@ -41,8 +41,8 @@ public sealed class AutoencoderKL : nn.Module
         TileSampleMinSize = config.SampleSize;
         encoder = new Encoder(config.InChannels, config.LatentChannels, config.BlockOutChannels, config.LayersPerBlock, config.NormNumGroups);
         decoder = new Decoder(config.LatentChannels, config.OutChannels, config.BlockOutChannels, config.LayersPerBlock, config.NormNumGroups);
-        quant_conv = nn.Conv2d(2L * config.LatentChannels, 2L * config.LatentChannels, 1);
-        post_quant_conv = nn.Conv2d(config.LatentChannels, config.LatentChannels, 1);
+        quant_conv = Layers.Conv2d(2L * config.LatentChannels, 2L * config.LatentChannels, 1);
+        post_quant_conv = Layers.Conv2d(config.LatentChannels, config.LatentChannels, 1);
         RegisterComponents();
     }
 

@@ -22,7 +22,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
     {
         const double eps = 1e-6;
         int n = blockOutChannels.Count;
-        conv_in = nn.Conv2d(inChannels, blockOutChannels[n - 1], 3, stride: 1, padding: 1);
+        conv_in = Layers.Conv2d(inChannels, blockOutChannels[n - 1], 3, stride: 1, padding: 1);
         mid_block = new UNetMidBlock2D(blockOutChannels[n - 1], eps, normNumGroups);
         up_blocks = nn.ModuleList<UpDecoderBlock2D>();
         var reversed = blockOutChannels.Reverse().ToArray();
@@ -35,7 +35,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         }
         conv_norm_out = Layers.GroupNorm(normNumGroups, blockOutChannels[0], eps);
         conv_act = nn.SiLU();
-        conv_out = nn.Conv2d(blockOutChannels[0], outChannels, 3, stride: 1, padding: 1);
+        conv_out = Layers.Conv2d(blockOutChannels[0], outChannels, 3, stride: 1, padding: 1);
         RegisterComponents();
     }
 

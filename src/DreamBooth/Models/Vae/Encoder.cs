@@ -22,7 +22,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
     {
         const double eps = 1e-6;
         int n = blockOutChannels.Count;
-        conv_in = nn.Conv2d(inChannels, blockOutChannels[0], 3, stride: 1, padding: 1);
+        conv_in = Layers.Conv2d(inChannels, blockOutChannels[0], 3, stride: 1, padding: 1);
         down_blocks = nn.ModuleList<DownEncoderBlock2D>();
         int outputChannel = blockOutChannels[0];
         for (int i = 0; i < n; i++)
@@ -35,7 +35,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
         mid_block = new UNetMidBlock2D(blockOutChannels[n - 1], eps, normNumGroups);
         conv_norm_out = Layers.GroupNorm(normNumGroups, blockOutChannels[n - 1], eps);
         conv_act = nn.SiLU();
-        conv_out = nn.Conv2d(blockOutChannels[n - 1], doubleZ ? 2L * outChannels : outChannels, 3, stride: 1, padding: 1);
+        conv_out = Layers.Conv2d(blockOutChannels[n - 1], doubleZ ? 2L * outChannels : outChannels, 3, stride: 1, padding: 1);
         RegisterComponents();
     }
 

@@ -120,6 +120,24 @@ public abstract class TrainingOptimizer : IDisposable
         throw new ArgumentException($"no parameter group '{groupName}'");
     }
 
+    /// <summary>
+    /// Bytes of state <paramref name="name"/> keeps for parameters of these element counts (what <see cref="StateBytes"/>
+    /// reports once every parameter has stepped): Lion one fp32 momentum, AdamW two, AdamW 8-bit one byte per moment
+    /// value (padded to whole blocks) plus one fp32 absmax per block and moment, fp32 for tensors below its threshold.
+    /// </summary>
+    public static long StateBytesFor(string name, IEnumerable<long> parameterSizes) => name switch
+    {
+        "lion" => parameterSizes.Sum(n => 4 * n),
+        "adamw" => parameterSizes.Sum(n => 8 * n),
+        "adamw8bit" => parameterSizes.Sum(n =>
+        {
+            if (n < AdamW8bit.MinQuantizedSize) return 8 * n;
+            long blocks = (n + BlockwiseQuantizer.BlockSize - 1) / BlockwiseQuantizer.BlockSize;
+            return 2 * (blocks * BlockwiseQuantizer.BlockSize + 4 * blocks);
+        }),
+        _ => throw new DreamBoothException($"optimizer = \"{name}\" is not one of: {string.Join(", ", TrainingConfig.Optimizers)}"),
+    };
+
     /// <summary>Bytes held by optimizer state (for memory reports and the 8-bit test).</summary>
     public long StateBytes => _state.Values.SelectMany(d => d.Values).Sum(t => t.NumberOfElements * t.ElementSize);
 

@@ -7,7 +7,7 @@ namespace DreamBooth.Tests.Models.Clip;
 
 public class CLIPTextModelTests
 {
-    static CLIPTextModel Tiny(long seed = 1, CLIPTextConfig? config = null)
+    internal static CLIPTextModel Tiny(long seed = 1, CLIPTextConfig? config = null)
     {
         torch.manual_seed(seed);
         var m = new CLIPTextModel(config ?? CLIPTextConfig.Tiny);
@@ -15,13 +15,13 @@ public class CLIPTextModelTests
         return m;
     }
 
-    static Tensor RandomIds(long seed, int batch = 2, int length = 77)
+    internal static Tensor RandomIds(long seed, int batch = 2, int length = 77)
     {
         var g = new torch.Generator((ulong)seed);
         return torch.randint(0, 49408, new long[] { batch, length }, dtype: ScalarType.Int64, generator: g);
     }
 
-    static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+    internal static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
     [Fact]
     public void Forward_gives_the_last_hidden_state_per_token()
@@ -37,23 +37,6 @@ public class CLIPTextModelTests
         Assert.True(h.mean(new long[] { -1 }).abs().max().item<float>() < 1e-4);
         using var shorter = m.forward(ids[.., ..10]);
         Assert.Equal(new long[] { 2, 10, 32 }, shorter.shape);
-    }
-
-    [Fact]
-    public void Same_seed_same_weights_same_output()
-    {
-        using var a = Tiny(5);
-        using var b = Tiny(5);
-        using var c = Tiny(6);
-        using var ids = RandomIds(4);
-        using var _ = torch.no_grad();
-        using var ya = a.forward(ids);
-        using var ya2 = a.forward(ids);
-        using var yb = b.forward(ids);
-        using var yc = c.forward(ids);
-        Assert.True(Same(ya, ya2));
-        Assert.True(Same(ya, yb));
-        Assert.False(ya.allclose(yc));
     }
 
     [Fact]
@@ -205,5 +188,30 @@ public class CLIPTextModelTests
     {
         using var m = Tiny();
         Assert.Equal(TransformersKeys(2, 32, 37, 49408, 77).Select(e => e.Key), m.state_dict().Keys);
+    }
+}
+
+/// <summary>
+/// Seeded-construction tests: module initialisation draws from torch's global generator, which parallel tests also
+/// draw from, so they run in the serial collection (after the parallel ones, alone).
+/// </summary>
+[Collection(SerialModelTests.Name)]
+public class CLIPTextModelSerialTests
+{
+    [Fact]
+    public void Same_seed_same_weights_same_output()
+    {
+        using var a = CLIPTextModelTests.Tiny(5);
+        using var b = CLIPTextModelTests.Tiny(5);
+        using var c = CLIPTextModelTests.Tiny(6);
+        using var ids = CLIPTextModelTests.RandomIds(4);
+        using var _ = torch.no_grad();
+        using var ya = a.forward(ids);
+        using var ya2 = a.forward(ids);
+        using var yb = b.forward(ids);
+        using var yc = c.forward(ids);
+        Assert.True(CLIPTextModelTests.Same(ya, ya2));
+        Assert.True(CLIPTextModelTests.Same(ya, yb));
+        Assert.False(ya.allclose(yc));
     }
 }

@@ -64,8 +64,14 @@ public static class CheckpointFuzzTargets
                 {
                     string path = Path.Combine(dir, "case.safetensors");
                     File.WriteAllBytes(path, b);
-                    using var f = SafeTensors.Open(path);
+                    using var f = SafeTensors.Open(path, stagingBytes: 16);
                     foreach (var t in f.LoadAll().Values) t.Dispose();
+                    // the loader's path: into a destination of another float type, in chunks
+                    foreach (var info in f.Tensors)
+                    {
+                        using var into = empty(info.Shape, info.ScalarType == ScalarType.Float32 ? ScalarType.Float16 : ScalarType.Float32);
+                        f.ReadInto(info, into);
+                    }
                 },
                 Weight: 3);
         }
@@ -95,6 +101,12 @@ public static class CheckpointFuzzTargets
                     File.WriteAllBytes(path, b);
                     using var f = TorchCheckpointFile.Open(path);
                     foreach (var k in f.Keys.ToList()) f.Load(k).Dispose();
+                    foreach (var k in f.Keys.ToList())
+                    {
+                        var (type, shape) = f.Describe(k);
+                        using var into = empty(shape, type);
+                        f.ReadInto(k, into);
+                    }
                 },
                 Weight: 3);
         }
