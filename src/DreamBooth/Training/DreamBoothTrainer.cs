@@ -200,17 +200,9 @@ public sealed class DreamBoothTrainer : IDisposable
             noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
         long bsz = latents.shape[0];
         var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var noisyLatents = _schedule.AddNoise(latents, noise, timesteps);
-
         var encoderHiddenStates = EncodeText(x.InputIds, x.InputIdsHost);
-        var modelPred = _sd.UNet.forward(noisyLatents.to(_computeDtype), timesteps, encoderHiddenStates.to(_computeDtype));
-        var target = _schedule.Target(latents, noise, timesteps);
-
-        var perSample = (modelPred.to(ScalarType.Float32) - target).pow(2).mean([1L, 2L, 3L]);   // [B]
-        var isClass = x.IsClass;
-        Tensor? instanceLoss = x.Instances > 0 ? perSample.masked_select(isClass.logical_not()).mean() : null;
-        Tensor? priorLoss = x.Classes > 0 ? perSample.masked_select(isClass).mean() : null;
-        var loss = priorLoss is null ? instanceLoss! : instanceLoss is null ? priorWeight * priorLoss : instanceLoss + priorWeight * priorLoss;
+        var (loss, instanceLoss, priorLoss) = DreamBoothObjective.Compute(_sd.UNet, _schedule, latents, noise, timesteps,
+            encoderHiddenStates, x.IsClass, x.Instances, x.Classes, priorWeight, _computeDtype);
 
         (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
         var nan = torch.tensor(float.NaN, device: loss.device);
