@@ -87,7 +87,11 @@ public sealed class PrepareCommand : ICliCommand
         var check = DatasetIdentityCheck.Run(report, describer, ct: ct);
         w.WriteLine(check.Summary);
         foreach (var i in check.Issues) w.WriteLine($"  {i.Kind}: {i.Detail}");
-        var path = Path.Combine(report.OutputFolder, "identity-check.json");
+        // prepare's folder: the name is recorded as prepare's before the file is written (checked free before the first image)
+        var folder = PreparedFolder.Claim(report.OutputFolder);
+        folder.CheckCanWrite([DatasetIdentityCheck.FileName]);
+        folder.Record(DatasetIdentityCheck.FileName);
+        var path = Path.Combine(report.OutputFolder, DatasetIdentityCheck.FileName);
         var json = LikenessJson.Check(check).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
         AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(json + "\n")));
     }

@@ -127,7 +127,8 @@ public static class DatasetPreparer
             names[f] = name;
         }
         // nothing is replaced that prepare did not write: checked for every name before the first image is processed
-        folder.CheckCanWrite(names.Values.Concat(options.Debug ? names.Values.Select(n => "debug/" + n) : []).Append(DatasetManifest.FileName));
+        folder.CheckCanWrite(names.Values.Concat(options.Debug ? names.Values.Select(n => "debug/" + n) : []).Append(DatasetManifest.FileName)
+            .Append(DreamBooth.Likeness.DatasetIdentityCheck.FileName));
 
         var ownDetector = detector is null;
         detector ??= BlazeFaceDetector.Create(options.Detector);

@@ -84,6 +84,9 @@ public static class DatasetIdentityCheck
     public const string SeveralFaces = "several-faces";
     public const string MixedIdentities = "mixed-identities";
 
+    /// <summary>The file `dreambooth prepare` writes the check to, beside manifest.json in its output folder.</summary>
+    public const string FileName = "identity-check.json";
+
     /// <summary>Checks the images a preparation run produced (the training images, in manifest order).</summary>
     public static IdentityCheckReport Run(DatasetReport prepared, FaceDescriber describer, IdentityCheckOptions? options = null, IProgress<string>? progress = null, CancellationToken ct = default) =>
         Run(prepared.Manifest.Items.Select(i => (i.Source, Path.Combine(prepared.OutputFolder, i.Output))).ToList(), describer, options, progress, ct);

@@ -76,6 +76,31 @@ public class PrepareSafetyTests(DetectorFixture fx) : IClassFixture<DetectorFixt
     }
 
     [Fact]
+    public async Task The_identity_check_file_is_listed_as_prepares_and_someone_elses_of_that_name_is_refused_before_any_image()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string raw = RawWith(tmp, "astronaut.png");
+        string outDir = tmp.File("out");
+        var (code, _, err) = await CliTests.Run("prepare", "--input", raw, "--output", outDir, "--size", "64x96");
+        Assert.True(code == 0, err);
+        Assert.True(File.Exists(Path.Combine(outDir, DreamBooth.Likeness.DatasetIdentityCheck.FileName)));
+        Assert.Contains(DreamBooth.Likeness.DatasetIdentityCheck.FileName, File.ReadAllLines(Path.Combine(outDir, PreparedFolder.MarkerFileName)));
+
+        // in a prepared folder, a file of that name that prepare did not write stops the run before the first image
+        (code, _, err) = await CliTests.Run("prepare", "--input", raw, "--output", outDir, "--size", "64x96", "--force");
+        Assert.True(code == 0, err);
+        var marker = Path.Combine(outDir, PreparedFolder.MarkerFileName);
+        File.WriteAllLines(marker, File.ReadAllLines(marker).Where(l => l != DreamBooth.Likeness.DatasetIdentityCheck.FileName));
+        File.WriteAllText(Path.Combine(outDir, DreamBooth.Likeness.DatasetIdentityCheck.FileName), "my notes");
+        File.Delete(Path.Combine(outDir, "astronaut.png"));
+        (code, _, err) = await CliTests.Run("prepare", "--input", raw, "--output", outDir, "--size", "64x96", "--force");
+        Assert.Equal(2, code);
+        Assert.Contains($"'{DreamBooth.Likeness.DatasetIdentityCheck.FileName}' is already there and prepare did not write it", err);
+        Assert.Equal("my notes", File.ReadAllText(Path.Combine(outDir, DreamBooth.Likeness.DatasetIdentityCheck.FileName)));
+        Assert.False(File.Exists(Path.Combine(outDir, "astronaut.png")));   // refused before the first image
+    }
+
+    [Fact]
     public async Task A_folder_prepared_before_the_marker_existed_is_recognised_by_its_manifest()
     {
         using var tmp = TestPaths.NewTempDir();
