@@ -311,20 +311,34 @@ public class DreamBoothTrainerTests
         Assert.All(a.Unet1.Keys, k => Assert.True(a.Unet1[k].BitEqual(b.Unet1[k]) && a.Unet1[k].BitEqual(c.Unet1[k]), $"{k}: the UNet changed with the TE's settings"));
     }
 
-    [Fact]
-    public void A_step_reads_the_device_once_for_its_gradient_check_and_norms()
+    [Theory]
+    [InlineData("lion", 1)]
+    [InlineData("lion", 2)]
+    [InlineData("adamw", 1)]
+    public void A_step_reads_the_device_once_and_with_lion_only_after_its_update_is_queued(string optimizer, int accumulation)
     {
-        // every device → host read of the step goes through HostRead: one per batch (its losses) and one per optimizer
-        // step (the finite check over every gradient and both grad norms), however many gradient tensors there are
+        // every device → host read of the loop goes through HostRead: one per optimizer step (each batch's losses, both
+        // grad norms and the finite check in one transfer), however many batches and gradient tensors. With the
+        // flattened Lion it comes after the update and EMA are queued (they are conditional on the device); an
+        // optimizer that steps per tensor reads before its update instead. The phases the step reports show where.
         using var dir = TestPaths.NewTempDir();
-        var c = TinyConfig(dir) with { Epochs = 2, TextEncoderStepRatio = 0.5 };
+        var c = TinyConfig(dir) with { Epochs = 2, TextEncoderStepRatio = 0.5, UseEma = true, Optimizer = optimizer, GradientAccumulationSteps = accumulation };
         using var m = TinyModel();
         Assert.True(m.UNet.parameters().Count() + m.TextEncoder.parameters().Count() > 100);
         using var t = new DreamBoothTrainer(c, m);
+        var phases = new List<(string Name, long Reads)>();
+        t.Training.PhaseStarted = name => phases.Add((name, HostRead.Count));
         long before = HostRead.Count;
         var r = t.Run();
-        Assert.Equal(8, r.Steps);
-        Assert.Equal(2 * r.Steps, HostRead.Count - before);
+        Assert.Equal(8 / accumulation, r.Steps);
+        Assert.Equal(r.Steps, HostRead.Count - before);
+
+        var perStep = Enumerable.Repeat(new[] { "forward", "backward" }, accumulation).SelectMany(x => x)
+            .Concat(optimizer == "lion" ? ["gradients", "optimizer", "ema", "read"] : ["gradients", "read", "optimizer", "ema"]);
+        Assert.Equal(Enumerable.Repeat(perStep, r.Steps).SelectMany(x => x), phases.Select(p => p.Name));
+        // no read anywhere but in "read": at each phase the count is what the reads of earlier "read" phases made
+        for (int i = 0; i < phases.Count; i++)
+            Assert.Equal(before + phases.Take(i).Count(p => p.Name == "read"), phases[i].Reads);
     }
 
     [Fact]
