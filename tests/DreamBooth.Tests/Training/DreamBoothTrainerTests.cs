@@ -5,6 +5,7 @@ using DreamBooth.Models.Vae;
 using DreamBooth.Tests.Infrastructure;
 using DreamBooth.Text;
 using DreamBooth.Training;
+using DreamBooth.Training.Optimizers;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
@@ -217,6 +218,68 @@ public class DreamBoothTrainerTests
             var y = LoadSave(Path.Combine(b.OutputDir, file));
             Assert.Equal(x.Keys.Order(), y.Keys.Order());
             foreach (var k in x.Keys) Assert.True(x[k].BitEqual(y[k]), $"{file}: {k} differs after resume");
+        }
+    }
+
+    [Fact]
+    public void The_trainers_flattened_lion_is_the_per_tensor_lion_and_resumes_its_state_bitwise()
+    {
+        // "lion" in the trainer is FlatLion (update and EMA conditional on the device, EMA one lerp over the flat UNet
+        // masters). Against the per-tensor Lion with its per-weight EMA: bf16, both groups with weight decay and
+        // clipping, EMA, alternate prior steps, TE frozen half way. A: per-tensor, 12 steps. B: per-tensor to step 6,
+        // cancelled (its state), resumed by the flattened trainer to 12. C: flattened, 12 steps. Saves bit for bit.
+        TrainingConfig Config(TempDir dir) => TinyConfig(dir) with
+        {
+            Epochs = 3, SaveEveryEpochs = 3, MixedPrecision = "bf16", Optimizer = "lion", UseEma = true, SaveEmaWeights = true,
+            TextEncoderStepRatio = 0.5, WeightDecay = 0.1, TextEncoderWeightDecay = 0.2, MaxGradNorm = 0.05, TextEncoderMaxGradNorm = 0.05,
+            SaveDtype = "fp32",   // the masters' own bits
+        };
+        Func<IReadOnlyList<ParamGroup>, TrainingOptimizer> perTensor = groups => new Lion(groups);
+        using var dirA = TestPaths.NewTempDir();
+        var a = Config(dirA);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(a, m, null, null, default, perTensor))
+        {
+            Assert.IsType<Lion>(t.Optimizer);
+            t.Run();
+            Assert.Equal(0, t.Ema!.FlatUpdates);
+        }
+
+        using var dirB = TestPaths.NewTempDir();
+        var b = Config(dirB);
+        using var cts = new CancellationTokenSource();
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(b, m, null, null, default, perTensor))
+            t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Step && e.Step == 6) cts.Cancel(); }), cts.Token);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(DreamBoothTrainer.ReadResumeConfig(b.OutputDir), m))
+        {
+            Assert.IsType<FlatLion>(t.Optimizer);
+            t.LoadState(b.OutputDir);
+            Assert.Equal(6, t.Step);
+            Assert.Equal(12, t.Run().Steps);
+            Assert.Equal(6, t.Ema!.FlatUpdates);
+        }
+
+        using var dirC = TestPaths.NewTempDir();
+        var c = Config(dirC);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(c, m))
+        {
+            var gradNorms = new List<double>();
+            t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Step) gradNorms.Add(e.GradNorm); }));
+            Assert.Contains(gradNorms, n => n > 0.05);   // the clip acted
+            Assert.Equal(12, t.Ema!.FlatUpdates);
+        }
+        foreach (var file in new[] { "tiny_0003.safetensors", "tiny_0003_ema.safetensors" })
+        {
+            var x = LoadSave(Path.Combine(a.OutputDir, file));
+            foreach (var other in new[] { b.OutputDir, c.OutputDir })
+            {
+                var y = LoadSave(Path.Combine(other, file));
+                Assert.Equal(x.Keys.Order(), y.Keys.Order());
+                foreach (var k in x.Keys) Assert.True(x[k].BitEqual(y[k]), $"{file} in {Path.GetFileName(Path.GetDirectoryName(other))}: {k} differs from the per-tensor Lion's");
+            }
         }
     }
 
