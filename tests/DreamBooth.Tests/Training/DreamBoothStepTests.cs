@@ -120,3 +120,28 @@ public class DreamBoothStepTests
         AssertSame(a, ma, b, mb, "after the step that followed");
     }
 }
+
+public class NoiseScheduleUploadTests
+{
+    [Fact]
+    public void The_schedule_uploads_its_alphas_once_per_device_and_add_noise_still_follows_the_formula()
+    {
+        // a host → CUDA copy waits for the device's queue: the step's add_noise (and v-target) must reuse one upload
+        var s = NoiseSchedule.StableDiffusion15.WithPredictionType(PredictionType.VPrediction);
+        Assert.Same(s.AlphasCumprodOn(CPU), s.AlphasCumprodOn(CPU));
+        var x0 = torch.randn(2, 4, 3, 3);
+        var noise = torch.randn(2, 4, 3, 3);
+        var t = torch.tensor(new long[] { 3, 800 });
+        var first = s.AddNoise(x0, noise, t);
+        var again = s.AddNoise(x0, noise, t);
+        Assert.True(first.BitEqual(again));
+        for (int i = 0; i < 2; i++)
+        {
+            double ac = s.AlphasCumprod[i == 0 ? 3 : 800];
+            var expected = (x0[i].to(ScalarType.Float64) * Math.Sqrt(ac) + noise[i].to(ScalarType.Float64) * Math.Sqrt(1 - ac)).to(ScalarType.Float32);
+            Assert.True((first[i] - expected).abs().max().item<float>() < 1e-6f);
+        }
+        Assert.True(s.Target(x0, noise, t).BitEqual(s.GetVelocity(x0, noise, t)));
+        Assert.Same(s.AlphasCumprodOn(CPU), s.AlphasCumprodOn(CPU));
+    }
+}
