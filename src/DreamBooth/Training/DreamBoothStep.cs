@@ -128,8 +128,8 @@ public sealed class DreamBoothStep : IDisposable
     // ------------------------------------------------------------------ the step
 
     /// <summary>
-    /// One forward/backward on a batch: noise → timesteps → add_noise → UNet → target → fp32 per-sample MSE, split into
-    /// instance and prior → backward of (instance + w·prior)·scale/accumulation. A batch holds instance samples, class
+    /// One forward/backward on a batch: noise → timesteps → text states → <see cref="DreamBoothObjective"/> (add_noise →
+    /// UNet → target → fp32 per-sample MSE, split into instance and prior) → backward of (instance + w·prior)·scale/accumulation. A batch holds instance samples, class
     /// samples (alternate prior stepping: loss = w·prior) or both (joint: instances first). Returns [loss, instance,
     /// prior] on the device (NaN for a part the batch does not have); nothing is read back here.
     /// </summary>
@@ -143,16 +143,9 @@ public sealed class DreamBoothStep : IDisposable
             noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
         long bsz = latents.shape[0];
         var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var noisyLatents = _schedule.AddNoise(latents, noise, timesteps);
-
         var encoderHiddenStates = EncodeText(x.InputIds, x.InputIdsHost);
-        var modelPred = _unet.forward(noisyLatents.to(_computeDtype), timesteps, encoderHiddenStates.to(_computeDtype));
-        var target = _schedule.Target(latents, noise, timesteps);
-
-        var perSample = (modelPred.to(ScalarType.Float32) - target).pow(2).mean([1L, 2L, 3L]);   // [B]: instances, then class images
-        Tensor? instanceLoss = x.Instances > 0 ? perSample.narrow(0, 0, x.Instances).mean() : null;
-        Tensor? priorLoss = x.Classes > 0 ? perSample.narrow(0, x.Instances, x.Classes).mean() : null;
-        var loss = priorLoss is null ? instanceLoss! : instanceLoss is null ? priorWeight * priorLoss : instanceLoss + priorWeight * priorLoss;
+        var (loss, instanceLoss, priorLoss) = DreamBoothObjective.Compute(_unet, _schedule, latents, noise, timesteps,
+            encoderHiddenStates, x.Instances, x.Classes, priorWeight, _computeDtype);
 
         Phase("backward");
         (loss * (_scaler.Scale / _c.GradientAccumulationSteps)).backward();

@@ -34,6 +34,7 @@ public sealed class DreamBoothTrainer : IDisposable
     readonly TrainingConfig _c;
     readonly StableDiffusionModel _sd;
     readonly IPreviewRenderer? _previews;
+    readonly IPreviewScorer? _previewScorer;
     readonly Device _device;
     readonly ScalarType _computeDtype;
     readonly NoiseSchedule _schedule;
@@ -54,6 +55,8 @@ public sealed class DreamBoothTrainer : IDisposable
     public DiskPlan DiskPlan { get; }
     public int TotalSteps { get; }
     public int TextEncoderSteps { get; }
+    /// <summary>One line per training prompt longer than max_token_length (its tail is dropped), reported as Message events when the run starts.</summary>
+    public IReadOnlyList<string> PromptWarnings { get; }
     public int StepsPerEpoch { get; }
     public int Step => _step;
     public Device Device => _device;
@@ -77,16 +80,18 @@ public sealed class DreamBoothTrainer : IDisposable
     /// <paramref name="previews"/> defaults to <see cref="Txt2ImgPreviewRenderer.For"/> when preview_every_epochs &gt; 0.
     /// </summary>
     public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null,
-        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default)
-        : this(config, model, previews, setupProgress, setupCancellation, optimizer: null) { }
+        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default, IPreviewScorer? previewScorer = null)
+        : this(config, model, previews, setupProgress, setupCancellation, previewScorer, optimizer: null) { }
 
     /// <param name="optimizer">tests: another optimizer over the step's groups (the per-tensor Lion beside the flattened one).</param>
     internal DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews,
-        IProgress<TrainingEvent>? setupProgress, CancellationToken setupCancellation, Func<IReadOnlyList<ParamGroup>, TrainingOptimizer>? optimizer)
+        IProgress<TrainingEvent>? setupProgress, CancellationToken setupCancellation, IPreviewScorer? previewScorer,
+        Func<IReadOnlyList<ParamGroup>, TrainingOptimizer>? optimizer)
     {
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
         _sd = model;
+        _previewScorer = previewScorer ?? (config.PreviewLikeness ? LikenessPreviewScorer.For(config) : null);
         _device = ResolveDevice(config.Device);
         _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
         if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
@@ -105,6 +110,7 @@ public sealed class DreamBoothTrainer : IDisposable
         _data = new TrainingData(config);
         _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config, _data) : null);
         _promptOptions = new PromptOptions { PadTokens = config.PadTokens, StrictTokens = config.StrictTokens, ShuffleTags = config.ShuffleTags, MaxTokenLength = config.MaxTokenLength };
+        PromptWarnings = LongPrompts(_data, model.Tokenizer, _promptOptions);
 
         Plan = _data.Plan;
         StepsPerEpoch = Plan.StepsPerEpoch;
@@ -153,6 +159,9 @@ public sealed class DreamBoothTrainer : IDisposable
         var tensorboard = new TensorBoardLog(Path.Combine(_c.OutputDir, "tensorboard"));
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
             Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch ({Plan.SamplesPerStep} a step), {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
+
+        foreach (var warning in PromptWarnings)
+            progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Message = "warning: " + warning });
 
         double lastLoss = double.NaN;
         var sw = new Stopwatch();
@@ -246,7 +255,8 @@ public sealed class DreamBoothTrainer : IDisposable
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
                 var files = WithFp32Weights(ema: _c.PreviewEma && _train.Ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
-                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
+                var scores = _previewScorer?.Score(files, _c.PreviewPrompts, _epoch, _step);
+                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = scores?.Summary ?? $"{files.Count} preview(s)", Likeness = scores?.Mean });
             }
         }
         if (_c.SaveDiffusersAtEnd)
@@ -257,6 +267,22 @@ public sealed class DreamBoothTrainer : IDisposable
         }
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Completed, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Loss = lastLoss });
         return new TrainingResult(_step, _epoch, false, _saves, lastLoss);
+    }
+
+    /// <summary>Each distinct training prompt that <paramref name="options"/> cuts, at most five lines plus a count of the rest.</summary>
+    static IReadOnlyList<string> LongPrompts(TrainingData data, ClipTokenizer tokenizer, PromptOptions options)
+    {
+        var lines = new List<string>();
+        int cut = 0;
+        foreach (var g in data.Instances.Concat(data.ClassImages).GroupBy(i => i.Prompt, StringComparer.Ordinal))
+        {
+            var first = g.First();
+            string what = $"{(first.IsClass ? "class" : "instance")} prompt of {Path.GetFileName(first.Path)}" + (g.Count() > 1 ? $" (and {g.Count() - 1} more image(s))" : "");
+            if (tokenizer.TruncationWarning(what, g.Key, options) is not { } line) continue;
+            if (++cut <= 5) lines.Add(line);
+        }
+        if (cut > 5) lines.Add($"{cut - 5} more prompt(s) longer than max_token_length = {options.MaxTokenLength}");
+        return lines;
     }
 
     Generator NewGenerator(int step)
@@ -388,6 +414,9 @@ public sealed class DreamBoothTrainer : IDisposable
             ["epoch"] = _epoch,
             ["batch_in_epoch"] = _batchInEpoch,
             ["step"] = _step,
+            // CPU sums split across threads add up in an order that depends on the thread count: resume is bitwise equal
+            // to an uninterrupted run with the same count (docs/training.md), so the run records it
+            ["torch_threads"] = torch.get_num_threads(),
             ["config"] = JsonNode.Parse(_c.ToJson()),
         };
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, StateFileName), pointer.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -485,6 +514,14 @@ public sealed class DreamBoothTrainer : IDisposable
         var node = JsonNode.Parse(File.ReadAllText(file)) as JsonObject ?? throw new DreamBoothException($"{file}: expected a JSON object");
         var cfg = node["config"] ?? throw new DreamBoothException($"{file}: 'config' is missing");
         return TrainingConfig.FromJson(cfg.ToJsonString(), file);
+    }
+
+    /// <summary>The torch CPU thread count the run in <paramref name="outputDir"/> trained with (null for states saved before it was recorded).</summary>
+    public static int? ReadResumeThreads(string outputDir)
+    {
+        string file = Path.Combine(outputDir, StateFileName);
+        if (!File.Exists(file)) return null;
+        return JsonNode.Parse(File.ReadAllText(file)) is JsonObject node && node["torch_threads"] is JsonValue v && v.TryGetValue(out int n) && n > 0 ? n : null;
     }
 
     /// <summary>Restores masters, compute copies, optimizer, EMA and position from the newest state in <paramref name="outputDir"/>.</summary>

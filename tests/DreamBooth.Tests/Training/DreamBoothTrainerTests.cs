@@ -238,7 +238,7 @@ public class DreamBoothTrainerTests
         using var dirA = TestPaths.NewTempDir();
         var a = Config(dirA);
         using (var m = TinyModel())
-        using (var t = new DreamBoothTrainer(a, m, null, null, default, perTensor))
+        using (var t = new DreamBoothTrainer(a, m, null, null, default, null, perTensor))
         {
             Assert.IsType<Lion>(t.Optimizer);
             t.Run();
@@ -249,7 +249,7 @@ public class DreamBoothTrainerTests
         var b = Config(dirB);
         using var cts = new CancellationTokenSource();
         using (var m = TinyModel())
-        using (var t = new DreamBoothTrainer(b, m, null, null, default, perTensor))
+        using (var t = new DreamBoothTrainer(b, m, null, null, default, null, perTensor))
             t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Step && e.Step == 6) cts.Cancel(); }), cts.Token);
         using (var m = TinyModel())
         using (var t = new DreamBoothTrainer(DreamBoothTrainer.ReadResumeConfig(b.OutputDir), m))

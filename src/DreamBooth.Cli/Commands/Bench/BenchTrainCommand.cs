@@ -81,7 +81,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
                                     train_text_encoder = te, ema = useEma, gradient_checkpointing = checkpointing,
                                     optimizer = opt, dtype = BenchSupport.DtypeName(type), masters = type == ScalarType.Float32 ? "shared fp32" : "fp32",
                                     warmup_steps = warm, steps = timed,
-                                    it_per_s = BenchSupport.Round(1.0 / r.SecondsPerStep, 4),
+                                    it_per_s = BenchSupport.Significant(1.0 / r.SecondsPerStep),
                                     ms_per_step = BenchSupport.Round(r.SecondsPerStep * 1000, 2),
                                     peak_memory_mib = r.PeakMiB, memory_kind = r.MemoryKind,
                                     step_tflop = BenchSupport.Round(tflop, isTiny ? 9 : 3),
