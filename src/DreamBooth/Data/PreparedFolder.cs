@@ -16,6 +16,10 @@ public sealed class PreparedFolder
     /// <summary>Files the OS or file managers drop into any folder: they do not make a folder someone else's.</summary>
     static readonly HashSet<string> s_cruft = new(StringComparer.OrdinalIgnoreCase) { ".DS_Store", "Thumbs.db", "desktop.ini" };
 
+    /// <summary>The name <see cref="AtomicFile"/> gives the marker while writing it.</summary>
+    static readonly System.Text.RegularExpressions.Regex s_markerTemp =
+        new(@"^\." + System.Text.RegularExpressions.Regex.Escape(MarkerFileName) + @"\.[0-9]+\.[0-9a-f]{32}\.tmp$");
+
     readonly HashSet<string> _written = new(StringComparer.Ordinal);
     readonly object _lock = new();
 
@@ -41,6 +45,10 @@ public sealed class PreparedFolder
         }
         if (Directory.Exists(folder.Path))
         {
+            // a prepare killed while writing the first marker leaves only the marker's temporary file (AtomicFile's
+            // ".<name>.<pid>.<guid>.tmp"): prepare's own, so it neither makes the folder someone else's nor stays
+            foreach (var e in Directory.EnumerateFiles(folder.Path, "." + MarkerFileName + ".*.tmp"))
+                if (s_markerTemp.IsMatch(System.IO.Path.GetFileName(e))) File.Delete(e);
             var entries = Directory.EnumerateFileSystemEntries(folder.Path).Where(e => !s_cruft.Contains(System.IO.Path.GetFileName(e))).ToList();
             if (entries.Count > 0)
             {

@@ -23,9 +23,9 @@ public interface IPreviewRenderer
 }
 
 /// <summary>
-/// The DreamBooth loop. Owns the precision setup (fp32 masters, bf16/fp16 compute copies), the optimizer
-/// with its UNet and text-encoder groups, the LR schedule, EMA, the latent cache, saves, training state
-/// and resume. The step itself is <see cref="TrainStep"/>; everything else lives around it.
+/// The DreamBooth loop: data, latent cache, step/epoch arithmetic, logging, previews, saves, training state and
+/// resume, around a <see cref="DreamBoothStep"/> (precision setup, optimizer groups, LR schedule, EMA). The step itself is <see cref="DreamBoothStep.TrainStep"/> and the update after it
+/// <see cref="DreamBoothStep.OptimizerStep"/>; data, logging, saving and resume live around them here.
 /// </summary>
 public sealed class DreamBoothTrainer : IDisposable
 {
@@ -39,23 +39,14 @@ public sealed class DreamBoothTrainer : IDisposable
     readonly ScalarType _computeDtype;
     readonly NoiseSchedule _schedule;
     readonly TrainingData _data;
-    readonly MasterWeights _unetMasters;
-    readonly MasterWeights _teMasters;
-    readonly string[] _unetTrainable;
-    readonly string[] _teTrainable;
-    readonly TrainingOptimizer _optimizer;
-    readonly LrSchedule _lr;
-    readonly EmaModel? _ema;
+    readonly DreamBoothStep _train;
     readonly LatentCache? _latentCache;
-    readonly LossScaler _scaler;
-    readonly Dictionary<string, Tensor> _textCache = new();
     readonly List<string> _saves = new();
     readonly PromptOptions _promptOptions;
 
     int _step;            // optimizer steps done
     int _epoch;           // current epoch (0-based)
     int _batchInEpoch;    // batches of the current epoch already trained
-    bool _teFrozen;
 
     public TrainingConfig Config => _c;
     /// <summary>The step/epoch arithmetic of this run (prior stepping, accumulation, TE cut, save epochs).</summary>
@@ -71,9 +62,11 @@ public sealed class DreamBoothTrainer : IDisposable
     public Device Device => _device;
     public TrainingData Data => _data;
     public LatentCache? LatentCache => _latentCache;
-    public EmaModel? Ema => _ema;
-    public TrainingOptimizer Optimizer => _optimizer;
-    public bool TextEncoderFrozen => _teFrozen;
+    public EmaModel? Ema => _train.Ema;
+    public TrainingOptimizer Optimizer => _train.Optimizer;
+    public bool TextEncoderFrozen => _train.TextEncoderFrozen;
+    /// <summary>The step and the update around it (masters, optimizer, EMA, loss scaler).</summary>
+    public DreamBoothStep Training => _train;
 
     /// <summary>Test hook: called with the step number before each forward/backward (to inject failures such as an OOM).</summary>
     internal Action<int>? BeforeTrainStep { get; set; }
@@ -88,6 +81,12 @@ public sealed class DreamBoothTrainer : IDisposable
     /// </summary>
     public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null,
         IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default, IPreviewScorer? previewScorer = null)
+        : this(config, model, previews, setupProgress, setupCancellation, previewScorer, optimizer: null) { }
+
+    /// <param name="optimizer">tests: another optimizer over the step's groups (the per-tensor Lion beside the flattened one).</param>
+    internal DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews,
+        IProgress<TrainingEvent>? setupProgress, CancellationToken setupCancellation, IPreviewScorer? previewScorer,
+        Func<IReadOnlyList<ParamGroup>, TrainingOptimizer>? optimizer)
     {
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
@@ -118,54 +117,15 @@ public sealed class DreamBoothTrainer : IDisposable
         TotalSteps = Plan.TotalSteps;
         TextEncoderSteps = Plan.TextEncoderSteps;
 
-        // what trains: every UNet parameter (train_unet), the TE except (optionally) its LayerNorms
-        var unet = model.UNet;
-        var te = model.TextEncoder;
+        // what trains, fp32 masters and compute copies, optimizer, LR schedule, loss scaler, EMA: the step's own setup
         model.Vae.to(_device);
         model.Vae.eval();
         foreach (var p in model.Vae.parameters()) p.requires_grad_(false);
-        unet.to(_device);
-        te.to(_device);
-        foreach (var (_, p) in unet.named_parameters()) p.requires_grad_(config.TrainUnet);
-        foreach (var (name, p) in te.named_parameters()) p.requires_grad_(TextEncoderSteps > 0 && !(config.FreezeClipNormalization && IsLayerNorm(te, name)));
-        _unetTrainable = unet.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
-        _teTrainable = te.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
-        unet.GradientCheckpointing = config.GradientCheckpointing;
-
-        // fp32 masters of every weight (so saves never round through the compute dtype), then the compute copies
-        _unetMasters = new MasterWeights(unet, _computeDtype, (_, _) => true);
-        _teMasters = new MasterWeights(te, _computeDtype, (_, _) => true);
-
-        var unetParams = Select(_unetMasters, _unetTrainable);
-        var teParams = Select(_teMasters, _teTrainable);
-        _optimizer = TrainingOptimizer.Create(config.Optimizer,
-        [
-            new ParamGroup("unet", unetParams, config.LearningRate, config.WeightDecay) { Enabled = config.TrainUnet },
-            new ParamGroup("text_encoder", teParams, config.TextEncoderLearningRate, config.TextEncoderWeightDecay) { Enabled = TextEncoderSteps > 0 },
-        ]);
-        _lr = LrSchedule.FromConfig(config, TotalSteps);
-        _scaler = new LossScaler(enabled: _computeDtype == ScalarType.Float16);
-        if (config.UseEma)
-            _ema = new EmaModel(_unetMasters.Names.Zip(_unetMasters.Masters), config.EmaDecay, config.EmaWarmup, EmaDeviceFor(config, _device));
+        model.UNet.to(_device);
+        model.TextEncoder.to(_device);
+        _train = new DreamBoothStep(config, model.UNet, model.TextEncoder, _schedule, _device, TotalSteps, TextEncoderSteps, optimizer);
         if (config.CacheLatents)
             _latentCache = new LatentCache(Path.Combine(config.OutputDir, "latent_cache"), model.Vae, _device);
-        _teFrozen = TextEncoderSteps == 0;
-        if (_teFrozen) FreezeTextEncoder();
-        else te.train();
-        if (config.TrainUnet) unet.train(); else unet.eval();
-    }
-
-    static IReadOnlyList<Tensor> Select(MasterWeights m, string[] names)
-    {
-        var set = names.ToHashSet();
-        return m.Names.Select((n, i) => (n, i)).Where(x => set.Contains(x.n)).Select(x => m.Masters[x.i]).ToList();
-    }
-
-    static bool IsLayerNorm(CLIPTextModel te, string paramName)
-    {
-        int dot = paramName.LastIndexOf('.');
-        string owner = dot < 0 ? "" : paramName[..dot];
-        return te.named_modules().Any(m => m.name == owner && m.module is TorchSharp.Modules.LayerNorm);
     }
 
     /// <summary>Where the EMA copy lives: the training device, or the CPU (ema_device = "cpu": saves its 3.4 GB of GPU memory at full size).</summary>
@@ -179,57 +139,6 @@ public sealed class DreamBoothTrainer : IDisposable
             ? torch.device(device) : throw new DreamBoothException($"device = \"{device}\" but CUDA is not available"),
         _ => throw new DreamBoothException($"device = \"{device}\" is not one of: auto, cpu, cuda, cuda:N"),
     };
-
-    // ------------------------------------------------------------------ the step
-
-    /// <summary>Per-sample inputs of one forward pass; how many are instance and class samples is known on the host.</summary>
-    sealed record StepInputs(Tensor Latents, Tensor InputIds, Tensor InputIdsHost, Tensor IsClass, int Instances, int Classes);
-
-    /// <summary>
-    /// One forward/backward on a batch: noise → timesteps → add_noise → UNet → target → fp32 per-sample MSE, split into
-    /// instance and prior → backward of (instance + w·prior)·scale/accumulation. A batch holds instance samples, class
-    /// samples (alternate prior stepping: loss = w·prior) or both (joint). Returns (loss, instance, prior) as doubles
-    /// (NaN for a part the batch does not have), read back in one transfer.
-    /// </summary>
-    (double Loss, double Instance, double Prior) TrainStep(StepInputs x, double priorWeight, Generator gen, double lossScale)
-    {
-        using var scope = torch.NewDisposeScope();
-        var latents = x.Latents;                                                    // [B,4,h,w] fp32, scaled
-        var noise = torch.randn(latents.shape, generator: gen, device: latents.device);
-        if (_c.OffsetNoise != 0)
-            noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
-        long bsz = latents.shape[0];
-        var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var encoderHiddenStates = EncodeText(x.InputIds, x.InputIdsHost);
-        var (loss, instanceLoss, priorLoss) = DreamBoothObjective.Compute(_sd.UNet, _schedule, latents, noise, timesteps,
-            encoderHiddenStates, x.IsClass, x.Instances, x.Classes, priorWeight, _computeDtype);
-
-        (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
-        var nan = torch.tensor(float.NaN, device: loss.device);
-        var host = HostRead.Floats(torch.stack([loss.detach(), instanceLoss?.detach() ?? nan, priorLoss?.detach() ?? nan]));
-        return (host[0], host[1], host[2]);
-    }
-
-    Tensor EncodeText(Tensor ids, Tensor idsHost)
-    {
-        if (!_teFrozen) return PromptEncoder.EncodePrompts(_sd.TextEncoder, ids, _c.ClipSkip);
-        // frozen TE: embeddings are fixed per token row, computed once (keyed by the host copy of the ids: no device read)
-        using var scope = torch.NewDisposeScope();
-        var rows = new List<Tensor>();
-        for (long i = 0; i < idsHost.shape[0]; i++)
-        {
-            var row = idsHost[i];
-            string key = string.Join(",", row.data<long>().ToArray());
-            if (!_textCache.TryGetValue(key, out var emb))
-            {
-                using (torch.no_grad())
-                    emb = PromptEncoder.EncodePrompts(_sd.TextEncoder, row.unsqueeze(0).to(_device), _c.ClipSkip).DetachFromDisposeScope();
-                _textCache[key] = emb;
-            }
-            rows.Add(emb);
-        }
-        return torch.cat(rows, 0).MoveToOuterDisposeScope();
-    }
 
     // ------------------------------------------------------------------ the loop
 
@@ -268,27 +177,28 @@ public sealed class DreamBoothTrainer : IDisposable
                     progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Cancelled, Step = _step, Epoch = _epoch, Path = path, Message = "cancelled: checkpoint and training state saved" });
                     return new TrainingResult(_step, _epoch, true, _saves, lastLoss);
                 }
-                if (!_teFrozen && _step >= TextEncoderSteps)
+                if (!_train.TextEncoderFrozen && _step >= TextEncoderSteps)
                 {
-                    FreezeTextEncoder();
+                    _train.FreezeTextEncoder();
                     progress?.Report(new TrainingEvent { Kind = TrainingEventKind.TextEncoderFrozen, Step = _step, Epoch = _epoch, Message = $"text encoder frozen after {_step} steps" });
                 }
                 sw.Restart();
                 int take = Math.Min(_c.GradientAccumulationSteps, batches.Count - _batchInEpoch);
                 var gen = NewGenerator(_step);
                 var rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                double loss = 0, inst = 0, prior = 0; int instCount = 0, priorCount = 0, images = 0;
+                using var stepScope = torch.NewDisposeScope();
+                var batchLosses = new List<Tensor>();   // on the device until the step's one read
+                int images = 0;
                 for (int a = 0; a < take; a++)
                 {
                     var batch = batches[_batchInEpoch + a];
                     images += batch.Images.Count;
                     using var scope = torch.NewDisposeScope();
                     var inputs = Prepare(batch, gen, rng);
-                    (double Loss, double Instance, double Prior) r;
                     try
                     {
                         BeforeTrainStep?.Invoke(_step + 1);
-                        r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                        batchLosses.Add(_train.TrainStep(inputs, priorWeight, gen).MoveToOuterDisposeScope());
                     }
                     catch (Exception e) when (OomBackoff.IsOutOfMemory(e))
                     {
@@ -296,33 +206,40 @@ public sealed class DreamBoothTrainer : IDisposable
                         string message = OomBackoff.Describe(action, _step + 1, _c.BatchSize);
                         if (action != OomAction.EnableGradientCheckpointing) throw new DreamBoothException(message);
                         _sd.UNet.GradientCheckpointing = true;
-                        foreach (var p in _sd.UNet.parameters().Concat(_sd.TextEncoder.parameters())) TrainingOptimizer.ClearGrad(p);
+                        _train.ClearComputeGradients();
                         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, Epoch = _epoch, Message = message });
                         gen = NewGenerator(_step);   // the same step again, with the same noise
                         rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                        loss = inst = prior = 0; instCount = priorCount = images = 0;
+                        batchLosses.Clear();
+                        images = 0;
                         a = -1;
                         continue;
                     }
+                }
+                var outcome = _train.OptimizerStep(_step, batchLosses);   // queues the update, then the step's one read
+                double loss = 0, inst = 0, prior = 0; int instCount = 0, priorCount = 0;
+                foreach (var r in outcome.Batches)
+                {
                     loss += r.Loss / take;
                     if (!double.IsNaN(r.Instance)) { inst += r.Instance; instCount++; }
                     if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
                 }
+                // a non-finite loss was not applied (the update is conditional on the device): nothing of this step changed the weights
                 if (!double.IsFinite(loss))
                     throw new DreamBoothException($"loss is {(double.IsNaN(loss) ? "NaN" : "infinite")} at step {_step + 1} (epoch {_epoch + 1}); stopped. " +
                         (_saves.Count > 0 ? $"Last good checkpoint: {_saves[^1]}" : "No checkpoint was saved yet") + ". Lower the learning rate or use bf16/fp32.");
-                var (gradNorm, teGradNorm, stepped) = OptimizerStep();
                 _batchInEpoch += take;
-                if (stepped) _step++;
+                if (outcome.Applied) _step++;
                 lastLoss = loss;
                 sw.Stop();
+                var groups = _train.Optimizer.Groups;
                 var ev = new TrainingEvent
                 {
                     Kind = TrainingEventKind.Step, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
                     Loss = loss, InstanceLoss = instCount > 0 ? inst / instCount : double.NaN, PriorLoss = priorCount > 0 ? prior / priorCount : double.NaN, PriorLossWeight = priorWeight,
-                    LrUnet = _optimizer.Groups[0].Enabled ? _optimizer.Groups[0].LearningRate : 0,
-                    LrTextEncoder = _optimizer.Groups[1].Enabled ? _optimizer.Groups[1].LearningRate : 0,
-                    GradNorm = gradNorm, TextEncoderGradNorm = teGradNorm,
+                    LrUnet = groups[0].Enabled ? groups[0].LearningRate : 0,
+                    LrTextEncoder = groups[1].Enabled ? groups[1].LearningRate : 0,
+                    GradNorm = outcome.GradNorm, TextEncoderGradNorm = outcome.TextEncoderGradNorm,
                     StepSeconds = sw.Elapsed.TotalSeconds, ImagesPerSecond = images / Math.Max(1e-9, sw.Elapsed.TotalSeconds),
                     MemoryBytes = MemoryInUse(),
                 };
@@ -337,7 +254,7 @@ public sealed class DreamBoothTrainer : IDisposable
             if ((_c.SaveEveryEpochs > 0 && _epoch % _c.SaveEveryEpochs == 0) || last) Save(progress, cancelled: false);
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
-                var files = WithFp32Weights(ema: _c.PreviewEma && _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
+                var files = WithFp32Weights(ema: _c.PreviewEma && _train.Ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
                 var scores = _previewScorer?.Score(files, _c.PreviewPrompts, _epoch, _step);
                 progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = scores?.Summary ?? $"{files.Count} preview(s)", Likeness = scores?.Mean });
             }
@@ -374,7 +291,7 @@ public sealed class DreamBoothTrainer : IDisposable
         return _device.type == DeviceType.CPU ? new Generator(seed) : new Generator(seed, _device);
     }
 
-    /// <summary>Latents (cached distribution → sample, or VAE encode), token ids and class flags of a batch.</summary>
+    /// <summary>Latents (cached distribution → sample, or VAE encode) and token ids of a batch; its instance images come first, then its class images.</summary>
     StepInputs Prepare(TrainingBatch batch, Generator gen, Random rng)
     {
         double sf = _sd.Vae.Config.ScalingFactor;
@@ -392,47 +309,11 @@ public sealed class DreamBoothTrainer : IDisposable
             prompts.Add(img.Prompt);
         }
         var idsHost = _sd.Tokenizer.Tokenize(prompts, _promptOptions, rng).cpu();
-        var isClass = torch.tensor(batch.Images.Select(i => i.IsClass).ToArray()).to(_device);
-        return new StepInputs(torch.stack(lat), idsHost.to(_device), idsHost, isClass, batch.InstanceCount, batch.ClassCount);
-    }
-
-    /// <summary>
-    /// Grads → fp32 masters (unscaled), each group's grad norm computed on the device and read back in one transfer (the
-    /// norms are also the finite check: a non-finite gradient, an fp16 overflow, skips the step and halves the loss
-    /// scale), clipping per group, optimizer step, LR schedule, masters → compute copies, EMA.
-    /// </summary>
-    (double GradNorm, double TeGradNorm, bool Stepped) OptimizerStep()
-    {
-        var unetParams = _optimizer.Groups[0].Params;
-        var teParams = _teFrozen ? [] : _optimizer.Groups[1].Params;
-        var norms = GradientClipping.MoveGradsAndNorms(_teFrozen ? [_unetMasters] : [_unetMasters, _teMasters], [unetParams, teParams], 1.0 / _scaler.Scale);
-        bool stepped = double.IsFinite(norms[0]) && double.IsFinite(norms[1]);
-        _scaler.Update(stepped);
-        if (!stepped)
-        {
-            _optimizer.ZeroGrad();
-            return (double.NaN, double.NaN, false);
-        }
-        GradientClipping.Clip(unetParams, norms[0], _c.MaxGradNorm);
-        if (!_teFrozen) GradientClipping.Clip(teParams, norms[1], _c.TextEncoderMaxGradNorm);
-        foreach (var g in _optimizer.Groups) g.LearningRate = _lr.LearningRate(_step, g.BaseLearningRate);
-        _optimizer.Step();
-        _optimizer.ZeroGrad();
-        _unetMasters.CopyMastersToModel();
-        if (!_teFrozen) _teMasters.CopyMastersToModel();
-        _ema?.Update(_unetMasters.Names.Zip(_unetMasters.Masters));
-        return (norms[0], _teFrozen ? 0 : norms[1], true);
-    }
-
-    /// <summary>The TE stops training: no grads, eval mode, its optimizer group disabled and its state dropped.</summary>
-    void FreezeTextEncoder()
-    {
-        _teFrozen = true;
-        foreach (var p in _sd.TextEncoder.parameters()) { p.requires_grad_(false); TrainingOptimizer.ClearGrad(p); }
-        foreach (var m in _teMasters.Masters) TrainingOptimizer.ClearGrad(m);
-        _sd.TextEncoder.eval();
-        _optimizer.Groups[1].Enabled = false;
-        _optimizer.DropState("text_encoder");
+        int instances = batch.InstanceCount;
+        if (batch.Images.Take(instances).Any(i => i.IsClass))
+            throw new InvalidOperationException("a batch must hold its instance images first, then its class images");
+        // non_blocking: an upload that does not wait for the device's queue (a plain copy to CUDA synchronises)
+        return new StepInputs(torch.stack(lat), idsHost.to(_device, non_blocking: true), idsHost, instances, batch.ClassCount);
     }
 
     long MemoryInUse()
@@ -459,12 +340,12 @@ public sealed class DreamBoothTrainer : IDisposable
             using (torch.no_grad())
             {
                 if (convert) { unet.to(ScalarType.Float32); te.to(ScalarType.Float32); }
-                CopyInto(unet, _unetMasters.Names.Zip(_unetMasters.Masters));
-                CopyInto(te, _teMasters.Names.Zip(_teMasters.Masters));
-                if (ema && _ema is not null)
+                CopyInto(unet, _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters));
+                CopyInto(te, _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters));
+                if (ema && _train.Ema is { } emaModel)
                 {
                     if (!convert) backup = unet.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().clone());
-                    CopyInto(unet, _ema.Shadow.Select(kv => (kv.Key, kv.Value)));
+                    CopyInto(unet, emaModel.Shadow.Select(kv => (kv.Key, kv.Value)));
                 }
             }
             return action();
@@ -477,7 +358,7 @@ public sealed class DreamBoothTrainer : IDisposable
                 if (convert)
                 {
                     unet.to(_computeDtype); te.to(_computeDtype);
-                    _unetMasters.CopyMastersToModel(); _teMasters.CopyMastersToModel();
+                    _train.UNetMasters.CopyMastersToModel(); _train.TextEncoderMasters.CopyMastersToModel();
                 }
             }
         }
@@ -522,7 +403,7 @@ public sealed class DreamBoothTrainer : IDisposable
             ["dreambooth_cancelled"] = cancelled ? "true" : "false",
         };
         WithFp32Weights(ema: false, () => { _sd.SaveSingleFile(path, SaveDtype, meta); return 0; });
-        if (_c.SaveEmaWeights && _ema is not null)
+        if (_c.SaveEmaWeights && _train.Ema is not null)
             WithFp32Weights(ema: true, () => { _sd.SaveSingleFile(Path.Combine(_c.OutputDir, stem + "_ema.safetensors"), SaveDtype, meta); return 0; });
         string statePath = Path.Combine(_c.OutputDir, stem + ".state");
         SaveState(statePath);
@@ -612,16 +493,16 @@ public sealed class DreamBoothTrainer : IDisposable
     void SaveState(string path)
     {
         var d = new Dictionary<string, Tensor>();
-        foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) d["unet/" + n] = t.detach();
-        foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) d["text_encoder/" + n] = t.detach();
-        foreach (var (k, t) in _optimizer.StateDict()) d["optimizer/" + k] = t;
-        if (_ema is not null) foreach (var (k, t) in _ema.StateDict()) d[k] = t;
+        foreach (var (n, t) in _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters)) d["unet/" + n] = t.detach();
+        foreach (var (n, t) in _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters)) d["text_encoder/" + n] = t.detach();
+        foreach (var (k, t) in _train.Optimizer.StateDict()) d["optimizer/" + k] = t;
+        if (_train.Ema is not null) foreach (var (k, t) in _train.Ema.StateDict()) d[k] = t;
         d["meta/step"] = TensorStateFile.Scalar(_step);
         d["meta/epoch"] = TensorStateFile.Scalar(_epoch);
         d["meta/batch_in_epoch"] = TensorStateFile.Scalar(_batchInEpoch);
-        d["meta/te_frozen"] = TensorStateFile.Scalar(_teFrozen ? 1L : 0L);
-        d["meta/loss_scale"] = TensorStateFile.Scalar(_scaler.Scale);
-        d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_scaler.CleanSteps);
+        d["meta/te_frozen"] = TensorStateFile.Scalar(_train.TextEncoderFrozen ? 1L : 0L);
+        d["meta/loss_scale"] = TensorStateFile.Scalar(_train.Scaler.Scale);
+        d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_train.Scaler.CleanSteps);
         TensorStateFile.Save(path, d);
     }
 
@@ -655,18 +536,18 @@ public sealed class DreamBoothTrainer : IDisposable
         {
             using (torch.no_grad())
             {
-                Restore(d, "unet/", _unetMasters, statePath);
-                Restore(d, "text_encoder/", _teMasters, statePath);
+                Restore(d, "unet/", _train.UNetMasters, statePath);
+                Restore(d, "text_encoder/", _train.TextEncoderMasters, statePath);
             }
             _step = (int)d["meta/step"].item<long>();
             _epoch = (int)d["meta/epoch"].item<long>();
             _batchInEpoch = (int)d["meta/batch_in_epoch"].item<long>();
-            _scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
-            if (d["meta/te_frozen"].item<long>() == 1 && !_teFrozen) FreezeTextEncoder();
-            _optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
-            _ema?.LoadStateDict(d);
-            _unetMasters.CopyMastersToModel();
-            _teMasters.CopyMastersToModel();
+            _train.Scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
+            if (d["meta/te_frozen"].item<long>() == 1 && !_train.TextEncoderFrozen) _train.FreezeTextEncoder();
+            _train.Optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
+            _train.Ema?.LoadStateDict(d);
+            _train.UNetMasters.CopyMastersToModel();
+            _train.TextEncoderMasters.CopyMastersToModel();
             string checkpoint = Path.Combine(outputDir, node["checkpoint"]!.GetValue<string>());
             if (File.Exists(checkpoint)) _saves.Add(checkpoint);
         }
@@ -688,12 +569,7 @@ public sealed class DreamBoothTrainer : IDisposable
 
     public void Dispose()
     {
-        _optimizer.Dispose();
-        _ema?.Dispose();
+        _train.Dispose();
         _latentCache?.Dispose();
-        _unetMasters.Dispose();
-        _teMasters.Dispose();
-        foreach (var t in _textCache.Values) t.Dispose();
-        _textCache.Clear();
     }
 }

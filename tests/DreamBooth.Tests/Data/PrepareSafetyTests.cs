@@ -26,6 +26,29 @@ public class PrepareSafetyTests(DetectorFixture fx) : IClassFixture<DetectorFixt
     }
 
     [Fact]
+    public void A_folder_holding_only_the_temp_file_of_an_interrupted_first_marker_write_is_claimed_and_the_temp_removed()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        string outDir = tmp.File("out");
+        Directory.CreateDirectory(outDir);
+        // what a prepare killed inside AtomicFile.WriteAllText of its first marker leaves behind
+        string temp = Path.Combine(outDir, $".{PreparedFolder.MarkerFileName}.21110.{Guid.NewGuid():N}.tmp");
+        File.WriteAllText(temp, "# written by `dreambooth prepare`");
+        PreparedFolder.Claim(outDir);
+        Assert.False(File.Exists(temp));
+        Assert.True(File.Exists(Path.Combine(outDir, PreparedFolder.MarkerFileName)));
+
+        // a file that only looks similar is someone else's: refused, kept
+        string other = tmp.File("other");
+        Directory.CreateDirectory(other);
+        string notOurs = Path.Combine(other, $".{PreparedFolder.MarkerFileName}.notes.tmp");
+        File.WriteAllText(notOurs, "mine");
+        var e = Assert.Throws<DreamBoothException>(() => PreparedFolder.Claim(other));
+        Assert.Contains("did not write", e.Message);
+        Assert.Equal("mine", File.ReadAllText(notOurs));
+    }
+
+    [Fact]
     public async Task A_non_empty_folder_prepare_did_not_write_is_refused_and_left_as_it_was()
     {
         using var tmp = TestPaths.NewTempDir();
