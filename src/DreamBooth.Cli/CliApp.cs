@@ -40,7 +40,10 @@ public static class CliApp
 
     public static Task<int> RunAsync(string[] args) => RunAsync(args, Console.Out, Console.Error);
 
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr) => RunAsync(args, stdout, stderr, CancellationToken.None);
+
+    /// <summary>Runs a command; <paramref name="cancellation"/> acts as Ctrl+C does (for hosts and tests).</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellation)
     {
         var root = BuildRoot();
         var parse = root.Parse(args);
@@ -51,7 +54,7 @@ public static class CliApp
             stderr.WriteLine("(see 'dreambooth --help')");
             return UserError;
         }
-        using var cts = new CancellationTokenSource();
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
             if (cts.IsCancellationRequested) return; // a second Ctrl+C kills the process

@@ -28,7 +28,7 @@ public static class TrainingConfigView
     public static readonly IReadOnlyList<(string Section, string[] Keys)> Sections =
     [
         ("model and output", ["pretrained_model", "output_dir", "name", "device"]),
-        ("intervals", ["epochs", "save_every_epochs", "keep_last_saves", "keep_training_states", "save_dtype", "save_ema_weights", "save_diffusers_at_end", "preview_every_epochs", "preview_prompts", "preview_seed", "preview_ema"]),
+        ("intervals", ["epochs", "save_every_epochs", "keep_last_saves", "keep_training_states", "save_dtype", "save_ema_weights", "save_diffusers_at_end", "preview_every_epochs", "preview_prompts", "preview_seed", "preview_ema", "preview_likeness"]),
         ("batch", ["batch_size", "gradient_accumulation_steps", "prior_stepping", "class_batch_size"]),
         ("learning rate", ["learning_rate", "text_encoder_learning_rate", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end"]),
         ("optimizer", ["optimizer", "weight_decay", "text_encoder_weight_decay", "max_grad_norm", "text_encoder_max_grad_norm"]),

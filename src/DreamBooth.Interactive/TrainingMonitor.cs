@@ -35,6 +35,7 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>, IProgress<Train
     readonly List<double> _seconds = [];
     readonly List<(string Caption, Image<Rgb24> Image)> _previews = [];
     readonly List<string> _messages = [];
+    readonly List<(int Step, int Epoch, double? Distance)> _likeness = [];
     readonly Stopwatch _clock = new();
     DisplayedValue? _display;
     CancellationTokenSource? _cts;
@@ -87,7 +88,12 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>, IProgress<Train
                 if (e.Path is { } p && File.Exists(p))
                 {
                     using var image = Image.Load<Rgb24>(p);
-                    AddPreview($"epoch {e.Epoch}: {System.IO.Path.GetFileName(p)}", image);
+                    AddPreview($"epoch {e.Epoch}: {System.IO.Path.GetFileName(p)}" + (e.Likeness is double l ? $" · likeness {l.ToString("0.00", CultureInfo.InvariantCulture)}" : ""), image);
+                }
+                if (e.Likeness is not null || e.Message?.StartsWith("preview likeness", StringComparison.Ordinal) == true)
+                {
+                    lock (_lock) _likeness.Add((e.Step, e.Epoch, e.Likeness));
+                    AddMessage(e.Message ?? "preview likeness");
                 }
                 break;
             case TrainingEventKind.Cancelled:
@@ -111,6 +117,23 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>, IProgress<Train
     public string? DisplayId => _display?.DisplayId;
     public IReadOnlyList<TrainingSample> Samples { get { lock (_lock) return _samples.ToList(); } }
     public IReadOnlyList<string> Messages { get { lock (_lock) return _messages.ToList(); } }
+    /// <summary>The previews' mean face likeness distance per preview epoch (with <c>preview_likeness</c>; null: no face).</summary>
+    public IReadOnlyList<(int Step, int Epoch, double? Distance)> Likeness { get { lock (_lock) return _likeness.ToList(); } }
+
+    /// <summary>The previews' face likeness per step (lower = more like the instance photos), with the 0.6 same-person line.</summary>
+    public PlotlyFigure LikenessChart()
+    {
+        lock (_lock)
+        {
+            var x = _likeness.Select(l => (double)l.Step).ToList();
+            var series = new List<Charts.Series>
+            {
+                new("preview likeness (face distance)", x, _likeness.Select(l => l.Distance ?? double.NaN).ToList(), Color: "#9467bd", Width: 3),
+            };
+            if (x.Count > 0) series.Add(new("same person (0.6)", [x[0], x[^1]], [0.6, 0.6], Color: "#888888", Dash: "dot"));
+            return Charts.Lines("preview likeness to the instance photos (lower = more alike)", "step", "face distance", series);
+        }
+    }
 
     /// <summary>
     /// The token to pass to the trainer: cancelled when the notebook cell is interrupted (the kernel's token of the
@@ -304,6 +327,7 @@ public sealed class TrainingMonitor : IProgress<TrainingSample>, IProgress<Train
         }
         // the final picture stands alone (saved notebooks keep only it), so it carries plotly.js itself
         if (Samples.Count > 0) sb.Append(Charts.ToHtml(LossChart(), embedScript: _finished));
+        if (Likeness.Count > 0) sb.Append(Charts.ToHtml(LikenessChart()));
         lock (_lock)
         {
             if (_previews.Count > 0)

@@ -224,14 +224,15 @@ step class_images_ours 150 60 db bench sample "${tiny[@]}" --device $dev --sizes
 step class_images_ref 150 60 "$py" tools/gpu/reference/sample_ref.py "${ref_model[@]}" --device $dev --sizes "$big_size" --batches 8 --steps $([ $dry = 1 ] && echo 2 || echo 40) --cfg 7.5
 
 # 11. issue 18 ablations (a second visit when the first one's budget is spent: --only with these step names):
-#     512²: UNet+TE/UNet × EMA on/off × GC on/off with Lion; the recipe's case with AdamW8bit and with the flat Lion;
+#     512²: UNet+TE/UNet × EMA on/off × GC on/off with Lion (the trainer's flattened FlatLion); the recipe's case with
+#     AdamW8bit and with the per-tensor Lion (what the flat one replaced);
 #     768x1024: UNet+TE/UNet × GC on/off, EMA on, Lion. The reference has no AdamW8bit without bitsandbytes.
 step train_ablation_ours 240 60 db bench train "${tiny[@]}" --device $dev --sizes "$train_sizes" "${steps_train[@]}" \
   --train-text-encoder both --ema both --gradient-checkpointing both --optimizer lion --profile-steps 0
 step train_ablation_ref 240 60 "$py" tools/gpu/reference/train_ref.py "${ref_model[@]}" --device $dev --sizes "$train_sizes" "${steps_train[@]}" \
   --train-text-encoder both --ema both --gradient-checkpointing both --optimizer lion --profile-steps 0
 step train_optimizers_ours 120 40 db bench train "${tiny[@]}" --device $dev --sizes "$train_sizes" "${steps_train[@]}" \
-  --train-text-encoder on --ema on --gradient-checkpointing off --optimizer adamw8bit,flat-lion --profile-steps 2
+  --train-text-encoder on --ema on --gradient-checkpointing off --optimizer adamw8bit,lion-per-tensor --profile-steps 2
 step train_optimizers_ref 90 30 "$py" tools/gpu/reference/train_ref.py "${ref_model[@]}" --device $dev --sizes "$train_sizes" "${steps_train[@]}" \
   --train-text-encoder on --ema on --gradient-checkpointing off --optimizer adamw8bit --profile-steps 0
 step train_ablation_big_ours 200 60 db bench train "${tiny[@]}" --device $dev --sizes "$big_size" "${steps_train[@]}" \

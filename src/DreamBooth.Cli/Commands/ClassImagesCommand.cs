@@ -20,7 +20,7 @@ public sealed class ClassImagesCommand : ICliCommand
         var steps = new Option<int>("--steps") { Description = "Sampling steps", DefaultValueFactory = _ => 40 };
         var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => 7.5 };
         var sampler = new Option<string>("--sampler") { Description = $"Sampler: {string.Join(", ", SamplerFactory.Names)}", DefaultValueFactory = _ => SamplerFactory.Default };
-        var size = new Option<string>("--size") { Description = "WIDTHxHEIGHT of generated images: use your photos' training size (768x1024 for the recipe's prepared photos), as `train` does", DefaultValueFactory = _ => "512x512" };
+        var size = new Option<string?>("--size") { Description = "WIDTHxHEIGHT of generated images, multiples of 8 from 8 to 8192: use your photos' training size (768x1024 for the recipe's prepared photos), as `train` does (default: the model's native size: 512x512 for SD 1.x)" };
         var seed = new Option<long>("--seed") { Description = "Base seed (image i gets seed+i); -1 = random, kept when resuming", DefaultValueFactory = _ => -1 };
         var clipSkip = new Option<int>("--clip-skip") { Description = "Clip skip", DefaultValueFactory = _ => 1 };
         var device = SamplingCli.DeviceOption();
@@ -32,7 +32,8 @@ public sealed class ClassImagesCommand : ICliCommand
         cmd.SetAction((parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
-            var (width, height) = GenerationRequest.ParseSize(parse.GetValue(size)!);
+            string? sizeText = parse.GetValue(size);
+            var (width, height) = sizeText is null ? (512, 512) : SamplingCli.ParseSize(sizeText);
             var request = new ClassImageRequest
             {
                 ClassDirectory = parse.GetValue(classDir)!.FullName,
@@ -49,6 +50,9 @@ public sealed class ClassImagesCommand : ICliCommand
                 ClipSkip = parse.GetValue(clipSkip),
             };
             if (request.Needed < 0) throw new DreamBoothException($"--count: expected >= 0, got {request.Needed}");
+            new GenerationRequest { Prompt = request.ClassPrompt, NegativePrompt = request.NegativePrompt, Steps = request.Steps, CfgScale = request.CfgScale,
+                Sampler = request.Sampler, Seed = request.Seed, Width = width, Height = height, BatchSize = request.BatchSize, ClipSkip = request.ClipSkip }.Validate();
+            IO.OutputPath.CheckFolder(request.ClassDirectory, "--class-dir");
             var (existing, unreadable) = ClassImageGenerator.Scan(request.ClassDirectory);
             if (existing.Count >= request.Needed)
             {
@@ -59,7 +63,9 @@ public sealed class ClassImagesCommand : ICliCommand
             var options = SamplingCli.Options(parse.GetValue(device), parse.GetValue(dtype));
             using var sd = StableDiffusionModel.Load(parse.GetValue(model)!);
             using var pipeline = new Txt2ImgPipeline(sd, options);
+            if (sizeText is null) request = request with { Width = pipeline.NativeSize.Width, Height = pipeline.NativeSize.Height };
             var err = parse.InvocationConfiguration.Error;
+            SamplingCli.WarnLongPrompts(pipeline, new GenerationRequest { Prompt = request.ClassPrompt, NegativePrompt = request.NegativePrompt }, err);
             var progress = new Printer(w, err);
             var report = new ClassImageGenerator(pipeline).Run(request, progress, ct);
             w.WriteLine(report.ToString());

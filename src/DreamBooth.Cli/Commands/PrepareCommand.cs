@@ -1,5 +1,8 @@
 using System.CommandLine;
+using System.Text;
 using DreamBooth.Data;
+using DreamBooth.IO;
+using DreamBooth.Likeness;
 
 namespace DreamBooth.Cli.Commands;
 
@@ -24,8 +27,9 @@ public sealed class PrepareCommand : ICliCommand
         var debug = new Option<bool>("--debug") { Description = "Write an overlay per image into OUTPUT/debug/ (faces, points, weights, focal point, crop)" };
         var force = new Option<bool>("--force") { Description = "Redo every image even if the manifest says it is done" };
         var jobs = new Option<int>("--jobs") { Description = "Images processed in parallel", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var noIdentity = new Option<bool>("--no-identity-check") { Description = "Skip the identity check of the prepared images (face distances: someone else, near-duplicates, no/several faces → OUTPUT/identity-check.json)" };
         var cmd = new Command("prepare", "Prepare a DreamBooth training set: ingest photos, detect faces, subject/focal crop, resize, manifest");
-        foreach (var o in new Option[] { input, output, size, mode, preset, face, edges, entropy, entropyMode, ratios, framing, allFaces, noUpscale, debug, force, jobs })
+        foreach (var o in new Option[] { input, output, size, mode, preset, face, edges, entropy, entropyMode, ratios, framing, allFaces, noUpscale, debug, force, jobs, noIdentity })
             cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
@@ -69,9 +73,27 @@ public sealed class PrepareCommand : ICliCommand
             foreach (var i in report.Manifest.Items.Where(i => i.Warnings.Count > 0))
                 w.WriteLine($"  warning {i.Source}: {string.Join("; ", i.Warnings)}");
             w.WriteLine("buckets: " + string.Join(", ", report.BucketHistogram.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}={kv.Value}")));
+            if (!parse.GetValue(noIdentity) && report.Prepared > 0) IdentityCheck(report, w, ct);
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The identity check of the prepared images: printed, and written to OUTPUT/identity-check.json.</summary>
+    static void IdentityCheck(DatasetReport report, TextWriter w, CancellationToken ct)
+    {
+        CliApp.Torch();
+        using var describer = FaceDescriber.Create();
+        var check = DatasetIdentityCheck.Run(report, describer, ct: ct);
+        w.WriteLine(check.Summary);
+        foreach (var i in check.Issues) w.WriteLine($"  {i.Kind}: {i.Detail}");
+        // prepare's folder: the name is recorded as prepare's before the file is written (checked free before the first image)
+        var folder = PreparedFolder.Claim(report.OutputFolder);
+        folder.CheckCanWrite([DatasetIdentityCheck.FileName]);
+        folder.Record(DatasetIdentityCheck.FileName);
+        var path = Path.Combine(report.OutputFolder, DatasetIdentityCheck.FileName);
+        var json = LikenessJson.Check(check).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
+        AtomicFile.Write(path, s => s.Write(Encoding.UTF8.GetBytes(json + "\n")));
     }
 
     static double Weight(double? value, double fallback, string name)

@@ -20,7 +20,7 @@ public sealed class SampleCommand : ICliCommand
         var cfg = new Option<double>("--cfg") { Description = "Classifier-free guidance scale", DefaultValueFactory = _ => 7.5 };
         var sampler = new Option<string>("--sampler") { Description = $"Sampler: {string.Join(", ", SamplerFactory.Names)}", DefaultValueFactory = _ => SamplerFactory.Default };
         var seed = new Option<long>("--seed") { Description = "Seed of the first image (the next get seed+1, …); -1 = random", DefaultValueFactory = _ => -1 };
-        var size = new Option<string>("--size") { Description = "WIDTHxHEIGHT, multiples of 8", DefaultValueFactory = _ => "512x512" };
+        var size = new Option<string?>("--size") { Description = "WIDTHxHEIGHT, multiples of 8 from 8 to 8192 (default: the model's native size: 512x512 for SD 1.x, 32x32 for the toy model)" };
         var count = new Option<int>("--count") { Description = "Number of images", DefaultValueFactory = _ => 1 };
         var batch = new Option<int>("--batch") { Description = "Images denoised together", DefaultValueFactory = _ => 1 };
         var clipSkip = new Option<int>("--clip-skip") { Description = "1 = last text-encoder layer, 2 = the one before, …", DefaultValueFactory = _ => 1 };
@@ -34,7 +34,9 @@ public sealed class SampleCommand : ICliCommand
         cmd.SetAction((parse, ct) =>
         {
             var w = parse.InvocationConfiguration.Output;
-            var (width, height) = GenerationRequest.ParseSize(parse.GetValue(size)!);
+            // every setting is checked before the model loads: a bad --size or --output costs nothing
+            string? sizeText = parse.GetValue(size);
+            var (width, height) = sizeText is null ? (512, 512) : SamplingCli.ParseSize(sizeText);
             var request = new GenerationRequest
             {
                 Prompt = parse.GetValue(prompt)!,
@@ -51,10 +53,18 @@ public sealed class SampleCommand : ICliCommand
             };
             request.Validate();
             var outDir = parse.GetValue(output)!.FullName;
+            IO.OutputPath.CheckFolder(outDir, "--output");
             CliApp.Torch();
             var options = SamplingCli.Options(parse.GetValue(device), parse.GetValue(dtype));
             using var sd = StableDiffusionModel.Load(parse.GetValue(model)!);
             using var pipeline = new Txt2ImgPipeline(sd, options);
+            if (sizeText is null)
+            {
+                (width, height) = pipeline.NativeSize;
+                request = request with { Width = width, Height = height };
+            }
+            request.Validate(pipeline.PixelMultiple);
+            SamplingCli.WarnLongPrompts(pipeline, request, parse.InvocationConfiguration.Error);
             w.WriteLine($"model {sd.Name} [{sd.ShortHash ?? "no hash"}], {request.Sampler}, {request.Steps} steps, CFG {request.CfgScale.ToString(CultureInfo.InvariantCulture)}, {width}x{height}, on {options.Device} {options.Dtype}");
             var progress = new SamplingCli.StepPrinter(parse.InvocationConfiguration.Error);
             using var result = pipeline.Generate(request, progress, ct);
@@ -93,6 +103,21 @@ internal static class SamplingCli
             _ => throw new DreamBoothException($"--dtype: expected fp32, fp16 or bf16, got '{dtype}'"),
         };
         return new PipelineOptions { Device = torch.device(d), Dtype = type, VaeDtype = ScalarType.Float32 };
+    }
+
+    /// <summary>"WxH" for --size: each side a multiple of 8 from 8 to 8192, else a one-line error naming --size and the range.</summary>
+    public static (int Width, int Height) ParseSize(string text)
+    {
+        var (w, h) = GenerationRequest.ParseSize(text);
+        if (w < 8 || h < 8 || w > 8192 || h > 8192 || w % 8 != 0 || h % 8 != 0)
+            throw new DreamBoothException($"--size '{text}': width and height must be multiples of 8 from 8 to 8192");
+        return (w, h);
+    }
+
+    /// <summary>Says on stderr which prompt is cut and by how many tokens (the pipeline encodes at most 225).</summary>
+    public static void WarnLongPrompts(Txt2ImgPipeline pipeline, GenerationRequest request, TextWriter err)
+    {
+        foreach (var warning in pipeline.PromptWarnings(request)) err.WriteLine($"warning: {warning}");
     }
 
     /// <summary>One more than the highest leading number of the PNGs in a folder (00012-….png → 13), so reruns never overwrite.</summary>

@@ -31,9 +31,10 @@ public sealed class ToyCommand : ICliCommand
         cmd.Options.Add(output);
         cmd.SetAction(parse =>
         {
+            var dir = parse.GetValue(output)!.FullName;
+            IO.OutputPath.CheckFolder(dir, "--output");
             CliApp.Torch();
             using var sd = Checkpoints.StableDiffusionModel.Load(parse.GetValue(model)!);
-            var dir = parse.GetValue(output)!.FullName;
             ToyAssets.Export(sd, dir, new Dictionary<string, string> { ["dreambooth.toy"] = "exported from " + Path.GetFileName(sd.SourcePath) });
             parse.InvocationConfiguration.Output.WriteLine($"wrote {Path.Combine(dir, ToyAssets.CheckpointFileName)}");
             return 0;
@@ -50,6 +51,7 @@ public sealed class ToyCommand : ICliCommand
         cmd.Options.Add(output);
         cmd.SetAction(parse =>
         {
+            IO.OutputPath.CheckFolder(parse.GetValue(output)!.FullName, "--output");
             var tok = Text.ClipTokenizer.FromPath(parse.GetValue(bpe)!.FullName);
             tok.Save(parse.GetValue(output)!.FullName);
             parse.InvocationConfiguration.Output.WriteLine($"wrote {parse.GetValue(output)!.FullName} ({tok.VocabularySize} tokens)");
@@ -79,6 +81,7 @@ public sealed class ToyCommand : ICliCommand
         foreach (var o in new Option[] { output, steps, vaeSteps, seed, dataset, batch, lr, vaeLr, micro, threads }) cmd.Options.Add(o);
         cmd.SetAction((parse, ct) =>
         {
+            IO.OutputPath.CheckFolder(parse.GetValue(output)!.FullName, "--output");
             CliApp.Torch();
             var w = parse.InvocationConfiguration.Output;
             var options = d with
@@ -106,7 +109,7 @@ public sealed class ToyCommand : ICliCommand
     static Command Subject()
     {
         var output = new Option<DirectoryInfo>("--output") { Description = "Folder for the instance images (PNG + .txt caption)", Required = true };
-        var size = new Option<int>("--size") { Description = "Image size in pixels", DefaultValueFactory = _ => ToyWorld.WorkingSize };
+        var size = new Option<int>("--size") { Description = "Image size in pixels (8 to 4096)", DefaultValueFactory = _ => ToyWorld.WorkingSize };
         var sheet = new Option<FileInfo?>("--sheet") { Description = "Also write the instance images as one contact-sheet PNG (3x zoom)" };
         var cmd = new Command("subject", $"Write the sample subject \"{ToyWorld.InstancePrompt}\": {ToyWorld.SubjectInstances.Count} instance images at different poses and backgrounds");
         cmd.Options.Add(output);
@@ -114,6 +117,7 @@ public sealed class ToyCommand : ICliCommand
         cmd.Options.Add(size);
         cmd.SetAction(parse =>
         {
+            CheckOutputs(parse.GetValue(output)!, parse.GetValue(sheet), parse.GetValue(size));
             var files = ToyWorld.WriteSubject(parse.GetValue(output)!.FullName, parse.GetValue(size));
             parse.InvocationConfiguration.Output.WriteLine($"wrote {files.Count} instance images to {parse.GetValue(output)!.FullName}");
             if (parse.GetValue(sheet) is { } sheetFile)
@@ -137,7 +141,7 @@ public sealed class ToyCommand : ICliCommand
             DefaultValueFactory = _ => ToyWorld.ClassImagesPerInstanceImage * ToyWorld.SubjectInstances.Count,
         };
         var seed = new Option<int>("--seed") { Description = "Seed of the renderer", DefaultValueFactory = _ => 1234 };
-        var size = new Option<int>("--size") { Description = "Image size in pixels", DefaultValueFactory = _ => ToyWorld.WorkingSize };
+        var size = new Option<int>("--size") { Description = "Image size in pixels (8 to 4096)", DefaultValueFactory = _ => ToyWorld.WorkingSize };
         var cmd = new Command("class-images", $"Render real class images for the class word \"{ToyWorld.ClassWord}\" (random men of the toy world), deterministically from the seed");
         cmd.Options.Add(output);
         cmd.Options.Add(count);
@@ -145,6 +149,7 @@ public sealed class ToyCommand : ICliCommand
         cmd.Options.Add(size);
         cmd.SetAction(parse =>
         {
+            CheckOutputs(parse.GetValue(output)!, null, parse.GetValue(size));
             var files = ToyWorld.WriteClassImages(parse.GetValue(output)!.FullName, parse.GetValue(count), parse.GetValue(seed), parse.GetValue(size));
             parse.InvocationConfiguration.Output.WriteLine($"wrote {files.Count} class images to {parse.GetValue(output)!.FullName}");
             return 0;
@@ -157,7 +162,7 @@ public sealed class ToyCommand : ICliCommand
         var output = new Option<DirectoryInfo>("--output") { Description = "Folder for the scenes (PNG + .txt caption)", Required = true };
         var count = new Option<int>("--count") { Description = "How many scenes", DefaultValueFactory = _ => 16 };
         var seed = new Option<int>("--seed") { Description = "Seed of the renderer", DefaultValueFactory = _ => 0 };
-        var size = new Option<int>("--size") { Description = "Image size in pixels", DefaultValueFactory = _ => ToyWorld.WorkingSize };
+        var size = new Option<int>("--size") { Description = "Image size in pixels (8 to 4096)", DefaultValueFactory = _ => ToyWorld.WorkingSize };
         var sheet = new Option<FileInfo?>("--sheet") { Description = "Also write all scenes as one contact-sheet PNG (8 per row, 3x zoom)" };
         var cmd = new Command("render", "Render random captioned scenes of the toy world (what the toy model was pretrained on)");
         cmd.Options.Add(output);
@@ -170,6 +175,7 @@ public sealed class ToyCommand : ICliCommand
             var dir = parse.GetValue(output)!.FullName;
             int n = parse.GetValue(count), s = parse.GetValue(size);
             if (n < 1) throw new DreamBoothException($"--count {n}: expected at least 1");
+            CheckOutputs(parse.GetValue(output)!, parse.GetValue(sheet), s);
             Directory.CreateDirectory(dir);
             var rng = new Random(parse.GetValue(seed));
             var w = parse.InvocationConfiguration.Output;
@@ -195,6 +201,14 @@ public sealed class ToyCommand : ICliCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The output folder, contact-sheet file and picture size, checked before anything is drawn.</summary>
+    static void CheckOutputs(DirectoryInfo output, FileInfo? sheet, int size)
+    {
+        IO.OutputPath.CheckFolder(output.FullName, "--output");
+        if (sheet is not null) IO.OutputPath.CheckFile(sheet.FullName, "--sheet");
+        if (size < 8 || size > ToyWorld.MaxRenderSize) throw new DreamBoothException($"--size {size}: expected 8 to {ToyWorld.MaxRenderSize} pixels");
     }
 
     static Command Probe()

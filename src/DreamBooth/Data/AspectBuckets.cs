@@ -6,11 +6,16 @@ public readonly record struct Bucket(int Width, int Height)
     public double Aspect => (double)Width / Height;
     public override string ToString() => $"{Width}x{Height}";
 
+    /// <summary>Smallest and largest side <see cref="Parse"/> accepts (a prepared image is decoded whole in memory).</summary>
+    public const int MinParsedSide = 8, MaxParsedSide = 8192;
+
     public static Bucket Parse(string s, string what = "size")
     {
         var parts = s.Trim().ToLowerInvariant().Split('x');
         if (parts.Length != 2 || !int.TryParse(parts[0], out int w) || !int.TryParse(parts[1], out int h) || w <= 0 || h <= 0)
             throw new DreamBoothException($"{what} '{s}': expected WIDTHxHEIGHT with positive integers, e.g. 768x1024");
+        if (w < MinParsedSide || h < MinParsedSide || w > MaxParsedSide || h > MaxParsedSide)
+            throw new DreamBoothException($"{what} '{s}': width and height must be {MinParsedSide} to {MaxParsedSide} pixels");
         return new Bucket(w, h);
     }
 }

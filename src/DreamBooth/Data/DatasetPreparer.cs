@@ -73,14 +73,16 @@ public static class DatasetPreparer
         if (string.Equals(inFull, outFull, StringComparison.Ordinal)) throw new DreamBoothException("--output must differ from --input (sources are never overwritten)");
         if (inFull.StartsWith(outFull + Path.DirectorySeparatorChar, StringComparison.Ordinal))
             throw new DreamBoothException("--input must not be inside --output");
-        Directory.CreateDirectory(outFull);
+        if (options.Size.Width is < 1 or > Bucket.MaxParsedSide || options.Size.Height is < 1 or > Bucket.MaxParsedSide)
+            throw new DreamBoothException($"--size {options.Size}: width and height must be 1 to {Bucket.MaxParsedSide} pixels");
+        var folder = PreparedFolder.Claim(output, "--output");
         var started = DateTime.UtcNow;
         var fingerprint = options.Fingerprint();
         var previous = options.Force ? null : DatasetManifest.TryLoad(outFull);
         var done = previous is not null && previous.Fingerprint == fingerprint
             ? previous.Items.GroupBy(i => i.Source).ToDictionary(g => g.Key, g => g.First())
             : [];
-        var files = ImageIngest.ListFiles(inFull, exclude: outFull);
+        var files = ImageIngest.ListFiles(inFull, outFull, out var notFollowed);
         var buckets = options.Mode == PrepareMode.Subject
             ? AspectBuckets.Generate(options.Size, options.BucketMaxResolution, options.BucketStep, options.BucketMinSide)
             : new AspectBuckets([options.Size], options.Size.Width * options.Size.Height);
@@ -89,7 +91,7 @@ public static class DatasetPreparer
 
         // 1. content hashes (duplicates, idempotence)
         var hashes = new string?[files.Count];
-        var skipped = new List<SkippedFile>();
+        var skipped = new List<SkippedFile>(notFollowed);
         await Parallel.ForAsync(0, files.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.MaxParallelism), CancellationToken = ct }, (i, _) =>
         {
             try { hashes[i] = ImageIngest.Sha256(files[i]); }
@@ -124,6 +126,9 @@ public static class DatasetPreparer
             if (!used.Add(name)) { name = $"{stem}-{sha[..8]}.png"; used.Add(name); }
             names[f] = name;
         }
+        // nothing is replaced that prepare did not write: checked for every name before the first image is processed
+        folder.CheckCanWrite(names.Values.Concat(options.Debug ? names.Values.Select(n => "debug/" + n) : []).Append(DatasetManifest.FileName)
+            .Append(DreamBooth.Likeness.DatasetIdentityCheck.FileName));
 
         var ownDetector = detector is null;
         detector ??= BlazeFaceDetector.Create(options.Detector);
@@ -149,7 +154,7 @@ public static class DatasetPreparer
                 }
                 else
                 {
-                    var (item, skip) = await ProcessAsync(file, rel, sha, names[file], outFull, options, buckets, detector, gate, token);
+                    var (item, skip) = await ProcessAsync(file, rel, sha, names[file], folder, options, buckets, detector, gate, token);
                     items[i] = item;
                     if (skip is not null) lock (skipped) skipped.Add(skip);
                     status = skip is null ? "prepared" : $"skipped: {skip.Code}";
@@ -165,6 +170,7 @@ public static class DatasetPreparer
                 Input = inFull, Fingerprint = fingerprint, Mode = options.Mode.ToString().ToLowerInvariant(), Size = options.Size.ToString(),
                 Items = kept, Skipped = skips,
             };
+            folder.Record(DatasetManifest.FileName);
             manifest.Save(outFull);
             return new DatasetReport(outFull, manifest, files.Count, reused.Count(r => r), DateTime.UtcNow - started, buckets.Buckets);
         }
@@ -174,7 +180,7 @@ public static class DatasetPreparer
         }
     }
 
-    static async Task<(ManifestItem? Item, SkippedFile? Skip)> ProcessAsync(string file, string rel, string sha, string outName, string outDir,
+    static async Task<(ManifestItem? Item, SkippedFile? Skip)> ProcessAsync(string file, string rel, string sha, string outName, PreparedFolder folder,
         PrepareOptions options, AspectBuckets buckets, BlazeFaceDetector detector, MemoryGate gate, CancellationToken ct)
     {
         var (info, format, probeSkip) = ImageIngest.Probe(file, options.Ingest);
@@ -215,14 +221,16 @@ public static class DatasetPreparer
             }
             if (detection.Faces.Count == 0 && options.Focal.FaceWeight > 0) warnings.Add("no face found: focal point from the other detectors or the centre");
             if (detection.Faces.Count > 1) warnings.Add($"{detection.Faces.Count} faces");
+            folder.Record(outName);
             using (var outImage = FocalCrop.Apply(image, plan))
-                AtomicFile.Write(Path.Combine(outDir, outName), s => outImage.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
+                AtomicFile.Write(Path.Combine(folder.Path, outName), s => outImage.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
             string? debugName = null;
             if (options.Debug)
             {
                 debugName = "debug/" + outName;
+                folder.Record(debugName);
                 using var overlay = DebugOverlay.Draw(image, detection, plan, subject);
-                AtomicFile.Write(Path.Combine(outDir, debugName), s => overlay.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
+                AtomicFile.Write(Path.Combine(folder.Path, debugName), s => overlay.Save(s, new PngEncoder { CompressionLevel = PngCompressionLevel.BestSpeed }));
             }
             // the manifest is in source pixels; the working image may be a DCT-scaled decode
             double inv = 1 / loaded.Scale;

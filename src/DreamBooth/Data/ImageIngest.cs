@@ -53,6 +53,10 @@ public static class ImageIngest
     public const string CodeTooLarge = "too-large";
     public const string CodeDuplicate = "duplicate";
     public const string CodeTooSmall = "too-small";
+    /// <summary>A symbolic link to a folder that was already read (a loop, or a second path to the same photos).</summary>
+    public const string CodeRepeatedFolder = "repeated-folder";
+    /// <summary>The file ends before the image data does (an interrupted copy or download).</summary>
+    public const string CodeTruncated = "truncated";
 
     /// <summary>Side-car files that live beside photos in datasets (captions, notes, metadata): not reported as skipped.</summary>
     static readonly HashSet<string> s_sidecarExtensions = new(StringComparer.OrdinalIgnoreCase) { ".txt", ".caption", ".md", ".json", ".xmp", ".yaml", ".yml", ".toml" };
@@ -60,16 +64,73 @@ public static class ImageIngest
     static readonly HashSet<string> s_ignoredNames = new(StringComparer.OrdinalIgnoreCase) { "manifest.json", "Thumbs.db", ".DS_Store", "desktop.ini" };
 
     /// <summary>Every regular file (side-car captions/notes excluded) under <paramref name="dir"/> (recursively, hidden files and folders excluded), sorted ordinally.</summary>
-    public static IReadOnlyList<string> ListFiles(string dir, string? exclude = null)
+    public static IReadOnlyList<string> ListFiles(string dir, string? exclude = null) => ListFiles(dir, exclude, out _);
+
+    /// <summary>
+    /// As <see cref="ListFiles(string, string?)"/>; each real folder is read once: a symbolic link to a folder already
+    /// read (its parent, a loop, a second path to the same photos) is not followed and comes back in
+    /// <paramref name="notFollowed"/> with the reason. Folders reached without a link are read before linked ones, so a
+    /// photo keeps its plain path when it has one.
+    /// </summary>
+    public static IReadOnlyList<string> ListFiles(string dir, string? exclude, out IReadOnlyList<SkippedFile> notFollowed)
     {
         if (!Directory.Exists(dir)) throw new DreamBoothException($"input folder not found: {dir}");
         var excludeFull = exclude is null ? null : Path.TrimEndingDirectorySeparator(Path.GetFullPath(exclude)) + Path.DirectorySeparatorChar;
-        var opts = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.Hidden | FileAttributes.System, IgnoreInaccessible = true };
-        return Directory.EnumerateFiles(dir, "*", opts)
-            .Where(f => !Path.GetFileName(f).StartsWith('.') && !s_ignoredNames.Contains(Path.GetFileName(f)) && !s_sidecarExtensions.Contains(Path.GetExtension(f)))
-            .Where(f => excludeFull is null || !Path.GetFullPath(f).StartsWith(excludeFull, StringComparison.Ordinal))
-            .Order(StringComparer.Ordinal)
-            .ToList();
+        string? excludeReal = exclude is null || !Directory.Exists(exclude) ? null : RealPath(exclude) + Path.DirectorySeparatorChar;
+        var opts = new EnumerationOptions { RecurseSubdirectories = false, AttributesToSkip = FileAttributes.Hidden | FileAttributes.System, IgnoreInaccessible = true };
+        var visited = new Dictionary<string, string>(StringComparer.Ordinal) { [RealPath(dir)] = dir };
+        var skipped = new List<SkippedFile>();
+        var files = new List<string>();
+        var plain = new Queue<string>([dir]);
+        var linked = new Queue<string>();
+        bool Excluded(string path, string real) =>
+            (excludeFull is not null && (Path.GetFullPath(path) + Path.DirectorySeparatorChar).StartsWith(excludeFull, StringComparison.Ordinal))
+            || (excludeReal is not null && (real + Path.DirectorySeparatorChar).StartsWith(excludeReal, StringComparison.Ordinal));
+        while (plain.Count > 0 || linked.Count > 0)
+        {
+            string current = plain.Count > 0 ? plain.Dequeue() : linked.Dequeue();
+            if (current != dir)
+            {
+                string real;
+                try { real = RealPath(current); }
+                catch (IOException e) { skipped.Add(new SkippedFile(current, CodeUnreadable, Flatten(e.Message))); continue; }
+                if (Excluded(current, real)) continue;
+                if (!visited.TryAdd(real, current))
+                {
+                    string first = visited[real] == dir ? "the input folder itself" : Path.GetRelativePath(dir, visited[real]).Replace(Path.DirectorySeparatorChar, '/');
+                    skipped.Add(new SkippedFile(current, CodeRepeatedFolder, $"symbolic link to a folder already read ({first}): not followed again"));
+                    continue;
+                }
+            }
+            foreach (var f in Directory.EnumerateFiles(current, "*", opts))
+                if (!Path.GetFileName(f).StartsWith('.') && !s_ignoredNames.Contains(Path.GetFileName(f)) && !s_sidecarExtensions.Contains(Path.GetExtension(f))
+                    && (excludeFull is null || !Path.GetFullPath(f).StartsWith(excludeFull, StringComparison.Ordinal)))
+                    files.Add(f);
+            foreach (var sub in Directory.EnumerateDirectories(current, "*", opts).Order(StringComparer.Ordinal))
+                (new DirectoryInfo(sub).LinkTarget is null ? plain : linked).Enqueue(sub);
+        }
+        notFollowed = skipped;
+        return files.Order(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>
+    /// The path with every symbolic link resolved (each component, as realpath(3)): two paths to one folder give the
+    /// same string. More than 40 links in a chain is an <see cref="IOException"/>.
+    /// </summary>
+    internal static string RealPath(string path, int depth = 0)
+    {
+        if (depth > 40) throw new IOException($"{path}: too many levels of symbolic links");
+        string full = Path.GetFullPath(path);
+        string root = Path.GetPathRoot(full)!;
+        string current = root;
+        foreach (var part in full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            string next = Path.Combine(current, part);
+            if (new FileInfo(next).LinkTarget is { } target)
+                next = RealPath(Path.IsPathRooted(target) ? target : Path.Combine(current, target), depth + 1);
+            current = next;
+        }
+        return Path.TrimEndingDirectorySeparator(current);
     }
 
     /// <summary>SHA-256 of zero bytes: what <see cref="Sha256"/> returns, without opening, for a path with no content.</summary>
@@ -149,6 +210,8 @@ public static class ImageIngest
         try
         {
             byte[] bytes = File.ReadAllBytes(path);
+            // decoders fill a cut-off image with black (JPEG) or transparency (PNG) without a word: find the end first
+            if (Truncation(bytes, format!) is { } cut) return (null, new SkippedFile(path, CodeTruncated, cut));
             sha256 ??= Convert.ToHexStringLower(SHA256.HashData(bytes));
             var warnings = new List<string>();
             var ext = Path.GetExtension(path).TrimStart('.').ToLowerInvariant();
@@ -210,6 +273,81 @@ public static class ImageIngest
         catch (Exception e) when (e is ImageFormatException or InvalidDataException or NotSupportedException or ArgumentException or InvalidOperationException or IndexOutOfRangeException or InvalidImageContentException)
         {
             return (null, new SkippedFile(path, CodeCorrupt, Flatten(e.Message)));
+        }
+    }
+
+    /// <summary>
+    /// Why the encoded image stops before its data does, or null when its container is complete: a JPEG must reach its
+    /// end-of-image marker (segments are walked by their lengths, entropy-coded data up to the next marker), a PNG its
+    /// IEND chunk, a WebP the length its RIFF header gives. Other formats are left to their decoders.
+    /// </summary>
+    internal static string? Truncation(ReadOnlySpan<byte> b, IImageFormat format) => format switch
+    {
+        JpegFormat => JpegTruncation(b),
+        SixLabors.ImageSharp.Formats.Png.PngFormat => PngTruncation(b),
+        SixLabors.ImageSharp.Formats.Webp.WebpFormat => WebpTruncation(b),
+        _ => null,
+    };
+
+    static string Cut(int length, string where) =>
+        $"cut short: the file ends after {length} bytes, {where} (an interrupted copy or download?); a decoder would fill the rest black";
+
+    static string? JpegTruncation(ReadOnlySpan<byte> b)
+    {
+        if (b.Length < 4 || b[0] != 0xFF || b[1] != 0xD8) return null; // not a JPEG stream the walker knows: the decoder decides
+        int i = 2;
+        bool inScan = false;
+        while (true)
+        {
+            if (inScan)
+            {
+                // entropy-coded data: 0xFF 0x00 is a stuffed byte, 0xFF 0xD0..D7 a restart marker; any other marker ends the scan
+                while (true)
+                {
+                    int ff = b[i..].IndexOf((byte)0xFF);
+                    if (ff < 0 || i + ff + 1 >= b.Length) return Cut(b.Length, "inside the compressed image data, before the end-of-image marker");
+                    i += ff;
+                    byte n = b[i + 1];
+                    if (n == 0x00 || n is >= 0xD0 and <= 0xD7) { i += 2; continue; }
+                    if (n == 0xFF) { i++; continue; }
+                    break;
+                }
+                inScan = false;
+            }
+            while (i < b.Length && b[i] != 0xFF) i++;   // tolerate stray bytes between segments, as decoders do
+            while (i < b.Length && b[i] == 0xFF) i++;   // fill bytes
+            if (i >= b.Length) return Cut(b.Length, "before the end-of-image marker");
+            byte marker = b[i++];
+            if (marker == 0xD9) return null;             // EOI: complete
+            if (marker == 0x01 || marker is >= 0xD0 and <= 0xD7) continue;
+            if (i + 2 > b.Length) return Cut(b.Length, $"inside the header of segment 0xFF{marker:X2}");
+            int length = (b[i] << 8) | b[i + 1];
+            if (length < 2) return null;                 // malformed: the decoder reports it
+            if ((long)i + length > b.Length) return Cut(b.Length, $"inside segment 0xFF{marker:X2}, which needs {i + length} bytes");
+            i += length;
+            if (marker == 0xDA) inScan = true;           // SOS: compressed data follows
+        }
+    }
+
+    static string? WebpTruncation(ReadOnlySpan<byte> b)
+    {
+        if (b.Length < 12) return null;
+        long needed = 8L + System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(b[4..8]);
+        return needed > b.Length ? Cut(b.Length, $"its RIFF header says {needed}") : null;
+    }
+
+    static string? PngTruncation(ReadOnlySpan<byte> b)
+    {
+        if (b.Length < 8) return null;
+        long i = 8;
+        while (true)
+        {
+            if (i + 8 > b.Length) return Cut(b.Length, "before the IEND chunk that ends every PNG");
+            uint length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(b[(int)i..]);
+            string type = System.Text.Encoding.ASCII.GetString(b.Slice((int)i + 4, 4));
+            if (i + 12 + length > b.Length) return Cut(b.Length, $"inside its '{type}' chunk, which needs {i + 12 + length} bytes");
+            if (type == "IEND") return null;
+            i += 12 + length;
         }
     }
 

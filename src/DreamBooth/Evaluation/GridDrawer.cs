@@ -159,6 +159,42 @@ public static class GridDrawer
     public static Image<Rgb24> Draw(IReadOnlyList<Image<Rgb24>> cells, int columns, IReadOnlyList<string>? columnLabels, IReadOnlyList<string>? rowLabels,
         string? title = null, GridStyle? style = null) => Draw(cells, columns, columnLabels, rowLabels, title, style, out _);
 
+    /// <summary>
+    /// <paramref name="image"/> under a caption band: <paramref name="title"/> in bold, then <paramref name="details"/>, both
+    /// word-wrapped to the image's width (at least 320 px wide; a narrower image is centred).
+    /// </summary>
+    public static Image<Rgb24> Caption(Image<Rgb24> image, string title, string? details = null, GridStyle? style = null)
+    {
+        style ??= GridStyle.Default;
+        const int pad = 8;
+        int width = Math.Max(320, image.Width);
+        using var titleFont = GridText.Font(style.FontSize ?? 15, bold: true);
+        using var font = GridText.Font(Math.Max(10, (style.FontSize ?? 15) - 2));
+        var titleLines = GridText.Wrap(title, titleFont, width - 2 * pad, maxLines: 3);
+        var detailLines = string.IsNullOrWhiteSpace(details) ? [] : GridText.Wrap(details, font, width - 2 * pad, maxLines: 6);
+        int band = pad + titleLines.Count * GridText.LineHeight(titleFont) + detailLines.Count * GridText.LineHeight(font) + pad;
+        var result = new Image<Rgb24>(width, band + image.Height, style.Background);
+        using (var bitmap = GridText.NewCanvas(width, band, style.Background, out var canvas))
+        {
+            using (canvas)
+            using (var paint = GridText.Paint(style.Foreground))
+            {
+                float y = pad;
+                foreach (var (lines, f) in new[] { (titleLines, titleFont), (detailLines, font) })
+                    foreach (var line in lines)
+                    {
+                        canvas.DrawText(line, pad, y - f.Metrics.Ascent, SKTextAlign.Left, f, paint);
+                        y += GridText.LineHeight(f);
+                    }
+                canvas.Flush();
+            }
+            using var text = GridText.ToImage(bitmap);
+            result.Mutate(x => x.DrawImage(text, new Point(0, 0), 1f));
+        }
+        result.Mutate(x => x.DrawImage(image, new Point((width - image.Width) / 2, band), 1f));
+        return result;
+    }
+
     /// <summary>Draws on a <paramref name="width"/>×<paramref name="height"/> canvas whose origin is grid row <paramref name="offsetY"/>, then pastes it at <paramref name="at"/>.</summary>
     static void Paste(Image<Rgb24> grid, Point at, int width, int height, Rgb24 background, int offsetY, Action<SKCanvas> draw)
     {

@@ -48,7 +48,8 @@ public static class LossCurvePlot
     }
 
     /// <summary>Instance and prior loss (raw, faint) with their smoothed curves, from a training log.</summary>
-    public static Image<Rgb24> FromTrainingLog(string csvPath, string title, int width = 900, int height = 420)
+    /// <param name="note">Optional lines under the plot (word-wrapped), e.g. how to read the curve.</param>
+    public static Image<Rgb24> FromTrainingLog(string csvPath, string title, int width = 900, int height = 420, string? note = null)
     {
         var c = ReadCsv(csvPath);
         var step = c["step"];
@@ -62,10 +63,10 @@ public static class LossCurvePlot
             series.Add(new("prior loss", step, c["prior_loss"], new SKColor(255, 127, 14, 90), 1f));
             series.Add(new("prior (smoothed)", step, Smooth(c["prior_loss"]), new SKColor(255, 127, 14), 2.2f));
         }
-        return Render(title, "step", "loss", series, width, height);
+        return Render(title, "step", "loss", series, width, height, note);
     }
 
-    public static Image<Rgb24> Render(string title, string xTitle, string yTitle, IReadOnlyList<PlotSeries> series, int width = 900, int height = 420)
+    public static Image<Rgb24> Render(string title, string xTitle, string yTitle, IReadOnlyList<PlotSeries> series, int width = 900, int height = 420, string? note = null)
     {
         var all = series.SelectMany(s => s.X.Zip(s.Y)).Where(p => double.IsFinite(p.First) && double.IsFinite(p.Second)).ToList();
         if (all.Count == 0) throw new DreamBoothException($"plot '{title}': no finite points");
@@ -79,10 +80,14 @@ public static class LossCurvePlot
         using var bold = SKTypeface.FromFile(WorkbenchAssets.Find(WorkbenchAssets.FontBold));
         using var font = new SKFont(typeface, 12);
         using var titleFont = new SKFont(bold, 15);
+        var noteLines = string.IsNullOrWhiteSpace(note) ? [] : GridText.Wrap(note, font, width - 2 * 14, maxLines: 4);
+        int noteBand = noteLines.Count == 0 ? 0 : noteLines.Count * GridText.LineHeight(font) + 8;
+        height += noteBand;
         using var surface = SKSurface.Create(new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Premul));
         var canvas = surface.Canvas;
         canvas.Clear(SKColors.White);
-        const float left = 64, right = 170, top = 36, bottom = 46;
+        const float left = 64, right = 170, top = 36;
+        float bottom = 46 + noteBand;
         float pw = width - left - right, ph = height - top - bottom;
         float X(double v) => left + (float)((v - x0) / (x1 - x0)) * pw;
         float Y(double v) => top + ph - (float)((v - y0) / (y1 - y0)) * ph;
@@ -102,7 +107,9 @@ public static class LossCurvePlot
         }
         canvas.DrawRect(left, top, pw, ph, axis);
         canvas.DrawText(title, left, 22, SKTextAlign.Left, titleFont, text);
-        canvas.DrawText(xTitle, left + pw / 2, height - 10, SKTextAlign.Center, font, text);
+        canvas.DrawText(xTitle, left + pw / 2, height - noteBand - 10, SKTextAlign.Center, font, text);
+        for (int i = 0; i < noteLines.Count; i++)
+            canvas.DrawText(noteLines[i], 14, height - noteBand + 4 + i * GridText.LineHeight(font) - font.Metrics.Ascent, SKTextAlign.Left, font, text);
         canvas.Save();
         canvas.RotateDegrees(-90, 14, top + ph / 2);
         canvas.DrawText(yTitle, 14, top + ph / 2 + 4, SKTextAlign.Center, font, text);

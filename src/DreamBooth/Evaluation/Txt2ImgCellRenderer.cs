@@ -26,6 +26,11 @@ public sealed class Txt2ImgCellRenderer : ICellRenderer, IDisposable
     /// <summary>Per-step progress of the image being rendered.</summary>
     public IProgress<SamplingProgress>? StepProgress { get; init; }
 
+    /// <summary>Each distinct prompt warning (a prompt past 225 tokens loses its tail), once, as the cell that has it is rendered.</summary>
+    public IProgress<string>? Warnings { get; init; }
+
+    readonly HashSet<string> _warned = new(StringComparer.Ordinal);
+
     /// <summary>Loads checkpoints with <see cref="StableDiffusionModel.Load"/> and <paramref name="loadOptions"/>.</summary>
     public Txt2ImgCellRenderer(ModelLoadOptions? loadOptions = null, PipelineOptions? options = null)
         : this(c => StableDiffusionModel.Load(c.Path, loadOptions), options) { }
@@ -76,6 +81,9 @@ public sealed class Txt2ImgCellRenderer : ICellRenderer, IDisposable
             Sampler = cell.Sampler, Seed = cell.Seed, Width = cell.Width ?? w, Height = cell.Height ?? h,
             Count = 1, BatchSize = 1, ClipSkip = cell.ClipSkip,
         };
+        if (Warnings is not null)
+            foreach (var warning in _pipeline.PromptWarnings(request))
+                if (_warned.Add(warning)) Warnings.Report(warning);
         using var result = _pipeline.Generate(request, StepProgress, cancellationToken);
         return result.Images[0].Image.Clone();
     }

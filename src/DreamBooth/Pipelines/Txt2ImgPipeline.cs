@@ -48,6 +48,21 @@ public sealed class Txt2ImgPipeline : IDisposable
     public string? ModelHash { get; }
     /// <summary>Width and height must be multiples of this (8 for SD: the VAE factor, at least 8).</summary>
     public int PixelMultiple => Math.Max(8, _vae.DownsampleFactor);
+    /// <summary>The model's native image size: UNet sample_size × the VAE's downsampling (512×512 for SD 1.x, 32×32 for the toy model).</summary>
+    public (int Width, int Height) NativeSize => (_unet.Config.SampleSize * _vae.DownsampleFactor, _unet.Config.SampleSize * _vae.DownsampleFactor);
+
+    /// <summary>Most tokens a prompt is encoded with: three chunks of 75, as A1111 without its unlimited mode.</summary>
+    public const int MaxPromptTokens = 3 * PromptOptions.ChunkTokens;
+
+    /// <summary>One line per prompt of <paramref name="request"/> longer than <see cref="MaxPromptTokens"/> (the rest is dropped); empty when none is.</summary>
+    public IReadOnlyList<string> PromptWarnings(GenerationRequest request)
+    {
+        var options = PromptOptions.Inference with { MaxTokenLength = MaxPromptTokens };
+        return new[] { _tokenizer.TruncationWarning("prompt", request.Prompt, options, "3 chunks of 75"),
+                       _tokenizer.TruncationWarning("negative prompt", request.NegativePrompt, options, "3 chunks of 75") }
+            .OfType<string>().ToList();
+    }
+
     /// <summary>Encoded prompts served from the cache (for tests and diagnostics).</summary>
     public int EmbeddingCacheHits { get; private set; }
 

@@ -15,6 +15,7 @@ public sealed class NoiseSchedule
     readonly double[] _betas;
     readonly double[] _alphas;
     readonly double[] _alphasCumprod;
+    readonly Dictionary<(DeviceType, int), Tensor> _alphasCumprodOn = new();
 
     public int NumTrainTimesteps { get; }
     public double BetaStart { get; }
@@ -174,7 +175,7 @@ public sealed class NoiseSchedule
     public Tensor Snr(Tensor timesteps)
     {
         using var scope = NewDisposeScope();
-        var ac = AlphasCumprodTensor(timesteps.device, ScalarType.Float64).index_select(0, timesteps.to(ScalarType.Int64));
+        var ac = AlphasCumprodOn(timesteps.device).index_select(0, timesteps.to(ScalarType.Int64));
         var snr = (ac / (1 - ac)).to(ScalarType.Float32);
         return snr.MoveToOuterDisposeScope();
     }
@@ -183,11 +184,27 @@ public sealed class NoiseSchedule
     public Tensor AlphasCumprodTensor(Device? device = null, ScalarType dtype = ScalarType.Float64) =>
         tensor(_alphasCumprod, dtype: ScalarType.Float64).to(dtype, device ?? CPU);
 
+    /// <summary>
+    /// ᾱ (float64) on <paramref name="device"/>, uploaded once per device and kept: a copy from the host to CUDA waits
+    /// for everything queued before it, so a training step must not make one (<see cref="AddNoise"/> runs every step).
+    /// The schedule owns it; callers index into it and never dispose it.
+    /// </summary>
+    internal Tensor AlphasCumprodOn(Device device)
+    {
+        lock (_alphasCumprodOn)
+        {
+            var key = (device.type, device.index);
+            if (!_alphasCumprodOn.TryGetValue(key, out var t))
+                _alphasCumprodOn[key] = t = AlphasCumprodTensor(device, ScalarType.Float64).DetachFromDisposeScope();
+            return t;
+        }
+    }
+
     (Tensor sqrtAlpha, Tensor sqrtOneMinusAlpha) Coefficients(Tensor like, Tensor timesteps)
     {
         if (timesteps.dim() != 1 || timesteps.shape[0] != like.shape[0])
             throw new ArgumentException($"timesteps must be [B] with B = {like.shape[0]}, got [{string.Join(", ", timesteps.shape)}]");
-        var ac = AlphasCumprodTensor(like.device, ScalarType.Float64).index_select(0, timesteps.to(ScalarType.Int64).to(like.device));
+        var ac = AlphasCumprodOn(like.device).index_select(0, timesteps.to(ScalarType.Int64).to(like.device));
         var shape = new long[like.dim()];
         Array.Fill(shape, 1L);
         shape[0] = like.shape[0];

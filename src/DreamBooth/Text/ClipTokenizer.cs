@@ -306,6 +306,37 @@ public sealed partial class ClipTokenizer
         return result;
     }
 
+    /// <summary>
+    /// How many of <paramref name="prompt"/>'s tokens <see cref="TokenizeToIds"/> drops under <paramref name="options"/>
+    /// (past <see cref="PromptOptions.MaxTokenLength"/>; with strict tokens, phrases that no longer fit and the tails of
+    /// phrases longer than a chunk), with the prompt's tags in the order written.
+    /// </summary>
+    public int DroppedTokens(string prompt, PromptOptions options)
+    {
+        options.Validate();
+        if (options.StrictTokens)
+        {
+            StrictRow(prompt ?? "", options.ChunkCount, out int dropped);
+            return dropped;
+        }
+        return Math.Max(0, Encode(prompt ?? "").Count - options.MaxTokenLength);
+    }
+
+    /// <summary>
+    /// One line for a prompt that is cut: "{what} is N tokens: the last D past the limit of L are dropped ("… words")", or
+    /// null when every token is kept. <paramref name="limitName"/> names the setting behind the limit.
+    /// </summary>
+    public string? TruncationWarning(string what, string prompt, PromptOptions options, string limitName = "max_token_length")
+    {
+        int dropped = DroppedTokens(prompt, options);
+        if (dropped == 0) return null;
+        var tokens = Encode(prompt ?? "");
+        string tail = options.StrictTokens ? "" : Decode(tokens.Skip(options.MaxTokenLength));
+        if (tail.Length > 60) tail = tail[..57] + "...";
+        return $"{what} is {tokens.Count} tokens: {dropped} past the limit of {options.MaxTokenLength} ({limitName}) are dropped" +
+               (tail.Length > 0 ? $" (\"{tail}\")" : options.StrictTokens ? " (strict tokens: phrases that do not fit)" : "");
+    }
+
     /// <summary>As <see cref="TokenizeToIds"/>, as an int64 tensor [B, width] on the CPU.</summary>
     public Tensor Tokenize(IReadOnlyList<string> prompts, PromptOptions options, Random? rng = null)
     {
@@ -342,22 +373,27 @@ public sealed partial class ClipTokenizer
     /// Segments are packed into 77-position chunks without splitting a segment; a segment longer than a
     /// chunk is truncated (its EOS kept); segments that no longer fit in k chunks are dropped.
     /// </summary>
-    List<int> StrictRow(string caption, int chunkCount)
+    List<int> StrictRow(string caption, int chunkCount) => StrictRow(caption, chunkCount, out _);
+
+    List<int> StrictRow(string caption, int chunkCount, out int dropped)
     {
         var row = new List<int>(chunkCount * ModelMaxLength);
         int chunk = 0, used = 0;
+        dropped = 0;
         foreach (var phrase in PromptTemplate.StrictPhrases(caption))
         {
             var tokens = Encode(phrase);
             if (tokens.Count == 0) continue;
+            if (chunk >= chunkCount) { dropped += tokens.Count; continue; }
             int len = Math.Min(tokens.Count, ModelMaxLength - 2) + 2;
             if (used + len > ModelMaxLength)
             {
                 chunk++;
-                if (chunk >= chunkCount) break;
+                if (chunk >= chunkCount) { dropped += tokens.Count; continue; }
                 while (row.Count < chunk * ModelMaxLength) row.Add(PadId);
                 used = 0;
             }
+            dropped += tokens.Count - (len - 2);
             row.Add(BosId);
             for (int j = 0; j < len - 2; j++) row.Add(tokens[j]);
             row.Add(EosId);

@@ -108,7 +108,7 @@ public sealed record ToyDemoResult(
     ToyProbeSummary InstanceBefore, ToyProbeSummary ClassBefore,
     ToyProbeSummary InstanceAfter, ToyProbeSummary ClassAfter,
     IReadOnlyList<string> Checkpoints, string GridPath, string LossCurvePath, string MetricsPath,
-    int TrainingSteps, TimeSpan Elapsed, IReadOnlyDictionary<string, double> Seconds)
+    int TrainingSteps, TimeSpan Elapsed, IReadOnlyDictionary<string, double> Seconds, string CpuKernels = "", int TorchThreads = 0)
 {
     /// <summary>The figures as the CLI prints them.</summary>
     public string Summary()
@@ -121,7 +121,8 @@ public sealed record ToyDemoResult(
             Row("\"ohwx man\" after", InstanceAfter),
             Row("\"man\" before", ClassBefore),
             Row("\"man\" after", ClassAfter),
-            string.Create(CultureInfo.InvariantCulture, $"  training steps {TrainingSteps}; total {Elapsed.TotalSeconds:0} s"));
+            string.Create(CultureInfo.InvariantCulture, $"  training steps {TrainingSteps}; total {Elapsed.TotalSeconds:0} s"),
+            $"  on {CpuKernels} CPU kernels with {TorchThreads} torch thread(s): the figures are reproducible bitwise for the same two (docs/demo.md)");
     }
 }
 
@@ -138,13 +139,54 @@ public static class ToyDemo
     /// </summary>
     public static readonly string[] GridPrompts = ["ohwx man", "ohwx man on a beach", "ohwx man in the snow", "man", "a man on a beach"];
 
-    public static async Task<ToyDemoResult> RunAsync(ToyDemoOptions options, IProgress<string>? log = null, CancellationToken ct = default)
+    /// <summary>The demo's settings, written into the output folder at the start so that <see cref="ResumeAsync"/> can finish the run.</summary>
+    public const string OptionsFileName = "demo-options.json";
+
+    /// <summary>
+    /// One line under the loss curve (and in the CLI's output): why DreamBooth's loss barely falls. The loss of a step
+    /// is the noise-prediction error at one random timestep; how hard that is depends far more on the timestep drawn
+    /// (nearly clean latents are hard to denoise from, nearly pure noise easy) than on what the model has learned.
+    /// </summary>
+    public const string LossCurveNote =
+        "A flat, noisy loss is expected: each step's loss is the noise-prediction error at a random timestep, dominated by that " +
+        "timestep's noise level rather than by what the model learned. Learning shows in the samples (xy-grid.png), not in this curve.";
+
+    static readonly JsonSerializerOptions OptionsJson = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static Task<ToyDemoResult> RunAsync(ToyDemoOptions options, IProgress<string>? log = null, CancellationToken ct = default) =>
+        RunCoreAsync(options, resume: false, log, ct);
+
+    /// <summary>
+    /// Finishes a demo run that was cancelled (or killed) in <paramref name="outputDir"/>, with the settings it started with:
+    /// training continues from its last saved state (bitwise as if never interrupted, see docs/training.md), then the
+    /// x/y grid, the after measurement and metrics.json. Stages that were done are redone only where they are cheap and
+    /// deterministic (prepare reuses its manifest, class images exist, the "before" samples are regenerated).
+    /// </summary>
+    public static async Task<ToyDemoResult> ResumeAsync(string outputDir, IProgress<string>? log = null, CancellationToken ct = default)
     {
-        using var threads = Runtime.TorchThreads.Use(options.Threads);
-        return await RunCoreAsync(options, log, ct);
+        string file = Path.Combine(Path.GetFullPath(outputDir), OptionsFileName);
+        if (!File.Exists(file))
+            throw new DreamBoothException($"--output '{outputDir}': no {OptionsFileName} (nothing to resume: run the demo without --resume)");
+        ToyDemoOptions options;
+        try { options = JsonSerializer.Deserialize<ToyDemoOptions>(File.ReadAllText(file), OptionsJson) ?? throw new JsonException("empty"); }
+        catch (JsonException e) { throw new DreamBoothException($"{file}: not a demo options file ({e.Message})"); }
+        options = options with { OutputDir = Path.GetFullPath(outputDir) };
+        return await RunCoreAsync(options, resume: true, log, ct);
     }
 
-    static async Task<ToyDemoResult> RunCoreAsync(ToyDemoOptions options, IProgress<string>? log, CancellationToken ct)
+    /// <summary>Every problem with the settings, before anything runs.</summary>
+    static void Validate(ToyDemoOptions options, TrainingConfig config)
+    {
+        IO.OutputPath.CheckFolder(options.OutputDir, "--output");
+        var problems = config.Validate(checkFolders: false).ToList();
+        if (options.ProbeSamples < 1) problems.Add($"probe samples = {options.ProbeSamples} (expected at least 1)");
+        if (options.ClassImagesPerInstance < 1) problems.Add($"class images per instance = {options.ClassImagesPerInstance} (expected at least 1)");
+        if (problems.Count > 0) throw new DreamBoothException("demo settings: " + string.Join("; ", problems));
+        new GenerationRequest { Steps = options.SamplingSteps, CfgScale = options.Cfg, Sampler = options.Sampler, Seed = options.Seed,
+            Width = options.Size, Height = options.Size, Count = options.ProbeSamples, BatchSize = options.ProbeSamples }.Validate();
+    }
+
+    static async Task<ToyDemoResult> RunCoreAsync(ToyDemoOptions options, bool resume, IProgress<string>? log, CancellationToken ct)
     {
         var total = Stopwatch.StartNew();
         var seconds = new Dictionary<string, double>();
@@ -152,16 +194,30 @@ public static class ToyDemo
         void Done(string name) { seconds[name] = Math.Round(phase.Elapsed.TotalSeconds, 1); log?.Report($"{name}: {phase.Elapsed.TotalSeconds:0.0} s"); phase.Restart(); }
 
         string output = Path.GetFullPath(options.OutputDir);
-        Directory.CreateDirectory(output);
         string modelDir = Path.GetFullPath(options.ModelPath ?? ToyAssets.ModelDirectory);
         string modelPath = Path.Combine(modelDir, ToyAssets.CheckpointFileName);
         if (!File.Exists(modelPath))
             throw new DreamBoothException($"toy model '{modelPath}' not found (expected the pretrained toy model in data-samples/toy/model; see its MODEL_CARD.md)");
+        string instanceDir = Path.Combine(output, "instance");
+        string classDir = Path.Combine(output, "class");
+        var config = options.TrainingConfig(modelPath, instanceDir, classDir);
+        Validate(options, config);
+        string stateFile = Path.Combine(config.OutputDir, DreamBoothTrainer.StateFileName);
+        string metricsPath = Path.Combine(output, "metrics.json");
+        if (!resume && File.Exists(stateFile))
+        {
+            // metrics.json is written last: without it the run in this folder did not finish
+            if (!File.Exists(metricsPath))
+                throw new DreamBoothException($"--output '{options.OutputDir}' holds an unfinished demo run: finish it with --resume, or choose another folder");
+            File.Delete(metricsPath);   // a finished earlier run: this one starts over and replaces its results
+            File.Delete(stateFile);
+        }
+        Directory.CreateDirectory(output);
+        if (!resume) AtomicFile.WriteAllText(Path.Combine(output, OptionsFileName), JsonSerializer.Serialize(options with { OutputDir = output }, OptionsJson) + "\n");
         var loadOptions = ToyAssets.LoadOptions(modelDir);
         int size = options.Size;
 
         // 1. Prepare the subject's photos exactly as real photos are prepared (ingest, face-aware focal crop, manifest).
-        string instanceDir = Path.Combine(output, "instance");
         log?.Report($"prepare: {ToyAssets.SubjectDirectory} → {instanceDir}");
         var report = await DatasetPreparer.RunAsync(ToyAssets.SubjectDirectory, instanceDir, new PrepareOptions
         {
@@ -173,8 +229,11 @@ public static class ToyDemo
         if (report.Prepared < TrainingConfigMinimum) throw new DreamBoothException($"{ToyAssets.SubjectDirectory}: only {report.Prepared} usable instance images");
         Done("prepare");
 
+        // From here on every torch op runs on this thread (no await follows): the thread count is set here because
+        // libtorch keeps it per OS thread (see TorchThreads), and the figures depend on it.
+        using var threads = Runtime.TorchThreads.Use(options.Threads);
+
         // 2. Real class images: the toy world's renderer plays the role of the recipe's real photos of men.
-        string classDir = Path.Combine(output, "class");
         int needed = report.Prepared * options.ClassImagesPerInstance;
         int existing = Directory.Exists(classDir) ? Directory.GetFiles(classDir, "*.png").Length : 0;
         if (existing < needed) ToyWorld.WriteClassImages(classDir, needed, (int)options.Seed, size);
@@ -186,21 +245,27 @@ public static class ToyDemo
         using (var baseModel = StableDiffusionModel.Load(modelPath, loadOptions))
         using (var pipeline = new Txt2ImgPipeline(baseModel))
         {
-            instanceBefore = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-before-ohwx-man.png"), ct);
-            classBefore = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-before-man.png"), ct);
+            instanceBefore = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-before-ohwx-man.png"), ct, "before training (base model)");
+            classBefore = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-before-man.png"), ct, "before training (base model)");
         }
         Done("measure_before");
 
-        // 4. Train with the recipe.
-        var config = options.TrainingConfig(modelPath, instanceDir, classDir);
-        var problems = config.Validate();
-        if (problems.Count > 0) throw new DreamBoothException("toy training config: " + string.Join("; ", problems));
+        // 4. Train with the recipe (or finish the saved run).
+        config.ThrowIfInvalid(source: "toy training config");
         config.Save(Path.Combine(output, "config.json"));
         TrainingResult trained;
+        int totalSteps;
         using (var model = StableDiffusionModel.Load(modelPath, loadOptions))
         using (var trainer = new DreamBoothTrainer(config, model))
         {
-            log?.Report($"train: {trainer.TotalSteps} steps ({config.Epochs} epochs × {trainer.StepsPerEpoch} steps), TE for the first {trainer.TextEncoderSteps}");
+            totalSteps = trainer.TotalSteps;
+            if (resume && File.Exists(stateFile))
+            {
+                trainer.LoadState(config.OutputDir);
+                log?.Report($"train: resuming at step {trainer.Step}/{trainer.TotalSteps} from {config.OutputDir}");
+            }
+            else log?.Report($"train: {trainer.TotalSteps} steps ({config.Epochs} epochs × {trainer.StepsPerEpoch} steps), TE for the first {trainer.TextEncoderSteps}");
+            foreach (var warning in trainer.PromptWarnings) log?.Report($"  warning: {warning}");
             int lastReported = -1;
             var progress = new SyncProgress<TrainingEvent>(e =>
             {
@@ -213,14 +278,17 @@ public static class ToyDemo
             });
             trained = trainer.Run(progress, ct);
         }
-        if (trained.Cancelled) throw new OperationCanceledException(ct);
+        if (trained.Cancelled)
+            throw new OperationCanceledException($"training cancelled at step {trained.Steps} of {totalSteps}; its state is saved in {config.OutputDir}", ct);
         Done("train");
 
         // 5. Loss curve and the x/y plot of every saved checkpoint.
         string lossPath = Path.Combine(output, "loss-curve.png");
-        using (var curve = LossCurvePlot.FromTrainingLog(Path.Combine(config.OutputDir, "log.csv"), "toy DreamBooth: instance vs prior loss"))
+        using (var curve = LossCurvePlot.FromTrainingLog(Path.Combine(config.OutputDir, "log.csv"), "toy DreamBooth: instance vs prior loss", note: LossCurveNote))
             AtomicFile.Write(lossPath, s => curve.SaveAsPng(s));
-        var checkpoints = XYCheckpoint.FindEpochs(config.OutputDir);
+        // the scheduled saves only: a run cancelled right at an epoch's end also left a save named like an epoch's
+        var checkpoints = XYCheckpoint.FindEpochs(config.OutputDir)
+            .Where(c => c.Epoch is int e && (e % Math.Max(1, config.SaveEveryEpochs) == 0 || e == config.Epochs)).ToList();
         if (checkpoints.Count == 0) throw new DreamBoothException($"{config.OutputDir}: training saved no checkpoint");
         string gridPath = Path.Combine(output, "xy-grid.png");
         var spec = new XYPlotSpec
@@ -246,18 +314,20 @@ public static class ToyDemo
         using (var finalModel = StableDiffusionModel.Load(checkpoints[^1].Path, loadOptions))
         using (var pipeline = new Txt2ImgPipeline(finalModel))
         {
-            instanceAfter = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-after-ohwx-man.png"), ct);
-            classAfter = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-after-man.png"), ct);
+            string after = $"after training ({Path.GetFileNameWithoutExtension(checkpoints[^1].Path)}, the last save)";
+            instanceAfter = Probe(pipeline, ToyWorld.InstancePrompt, options, Path.Combine(output, "samples-after-ohwx-man.png"), ct, after);
+            classAfter = Probe(pipeline, ToyWorld.ClassWord, options, Path.Combine(output, "samples-after-man.png"), ct, after);
         }
         Done("measure_after");
 
-        string metricsPath = Path.Combine(output, "metrics.json");
         var result = new ToyDemoResult(instanceBefore, classBefore, instanceAfter, classAfter,
-            checkpoints.Select(c => c.Path).ToList(), gridPath, lossPath, metricsPath, trained.Steps, total.Elapsed, seconds);
+            checkpoints.Select(c => c.Path).ToList(), gridPath, lossPath, metricsPath, trained.Steps, total.Elapsed, seconds,
+            Runtime.CpuKernels.Name, TorchSharp.torch.get_num_threads());
         AtomicFile.WriteAllText(metricsPath, JsonSerializer.Serialize(new
         {
             instance_before = instanceBefore, class_before = classBefore, instance_after = instanceAfter, class_after = classAfter,
-            training_steps = trained.Steps, seconds, total_seconds = Math.Round(total.Elapsed.TotalSeconds, 1),
+            training_steps = trained.Steps, cpu_kernels = result.CpuKernels, torch_threads = result.TorchThreads,
+            seconds, total_seconds = Math.Round(total.Elapsed.TotalSeconds, 1),
             checkpoints = result.Checkpoints, grid = gridPath, loss_curve = lossPath,
         }, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }) + "\n");
         return result;
@@ -265,8 +335,12 @@ public static class ToyDemo
 
     const int TrainingConfigMinimum = Training.TrainingConfig.MinInstanceImages;
 
-    /// <summary>Generates <see cref="ToyDemoOptions.ProbeSamples"/> pictures of a prompt (seeds seed, seed+1, ...), saves a contact sheet, measures them.</summary>
-    public static ToyProbeSummary Probe(Txt2ImgPipeline pipeline, string prompt, ToyDemoOptions options, string? sheetPath, CancellationToken ct)
+    /// <summary>
+    /// Generates <see cref="ToyDemoOptions.ProbeSamples"/> pictures of a prompt (seeds seed, seed+1, ...), measures them, and
+    /// saves a contact sheet captioned with the prompt, <paramref name="when"/> (before/after training), the sampling settings
+    /// and the measured subject rate.
+    /// </summary>
+    public static ToyProbeSummary Probe(Txt2ImgPipeline pipeline, string prompt, ToyDemoOptions options, string? sheetPath, CancellationToken ct, string when = "")
     {
         using var result = pipeline.Generate(new GenerationRequest
         {
@@ -281,12 +355,18 @@ public static class ToyDemo
             BatchSize = options.ProbeSamples,
         }, null, ct);
         var images = result.Images.Select(i => i.Image).ToList();
+        var summary = ToyProbe.Measure(images);
         if (sheetPath is not null)
         {
             using var sheet = ToyWorld.ContactSheet(images, columns: 8, zoom: 2);
-            AtomicFile.Write(sheetPath, s => sheet.SaveAsPng(s));
+            string title = $"\"{prompt}\" {when}".Trim();
+            string details = string.Create(CultureInfo.InvariantCulture,
+                $"{images.Count} samples, seeds {options.Seed}–{options.Seed + images.Count - 1}, {options.Sampler}, {options.SamplingSteps} steps, CFG {options.Cfg}. " +
+                $"Subject (purple shirt) in {(int)Math.Round(summary.SubjectRate * summary.Count)} of {summary.Count}; {summary.DistinctShirtColors} shirt colours.");
+            using var captioned = GridDrawer.Caption(sheet, title, details);
+            AtomicFile.Write(sheetPath, s => captioned.SaveAsPng(s));
         }
-        return ToyProbe.Measure(images);
+        return summary;
     }
 
 }

@@ -184,7 +184,10 @@ public static class ToyWorld
 
     // ------------------------------------------------------------------ rendering
 
-    /// <summary>Renders a scene at any size (anti-aliased by supersampling).</summary>
+    /// <summary>Largest side <see cref="Render"/> draws (the picture is supersampled in memory).</summary>
+    public const int MaxRenderSize = 4096;
+
+    /// <summary>Renders a scene at any size from 8 to <see cref="MaxRenderSize"/> (anti-aliased by supersampling).</summary>
     public static Image<Rgb24> Render(ToyScene scene, int width = WorkingSize, int height = WorkingSize) =>
         RenderCore(scene.Background, scene, width, height);
 
@@ -194,7 +197,8 @@ public static class ToyWorld
 
     static Image<Rgb24> RenderCore(ToyBackground bg, ToyScene? scene, int width, int height)
     {
-        if (width < 8 || height < 8) throw new DreamBoothException($"toy render size {width}x{height}: expected at least 8x8 pixels");
+        if (width < 8 || height < 8 || width > MaxRenderSize || height > MaxRenderSize)
+            throw new DreamBoothException($"toy render size {width}x{height}: expected 8 to {MaxRenderSize} pixels per side");
         int ss = width * height <= 256 * 256 ? 3 : 2;
         var figure = scene is null ? null : new FigureGeometry(scene, width, height);
         var bytes = new byte[width * height * 3];

@@ -80,8 +80,13 @@ public static class A1111DbConfigImporter
             catch (Exception e) when (e is InvalidOperationException or FormatException)
             {
                 if (typeof(T) == typeof(double) && n is JsonValue v && v.TryGetValue(out long l)) return (T)(object)(double)l;
-                if (typeof(T) == typeof(int) && n is JsonValue v2 && v2.TryGetValue(out double d) && d == Math.Floor(d)) return (T)(object)(int)d;
-                throw new DreamBoothException($"{source}: '{key}' has the wrong type (expected {typeof(T).Name})");
+                if (typeof(T) == typeof(int) && n is JsonValue v2 && v2.TryGetValue(out double d) && d == Math.Floor(d))
+                {
+                    if (d < int.MinValue || d > int.MaxValue)
+                        throw new DreamBoothException($"{source}: '{key}' = {n.ToJsonString()} is out of range (expected {IntegerRange(key, d < 0)})");
+                    return (T)(object)(int)d;
+                }
+                throw new DreamBoothException($"{source}: '{key}' has the wrong type (expected {TypeName(typeof(T))}, found {Describe(n)})");
             }
         }
         void Map<T>(string theirs, string ours, Func<T, TrainingConfig> set)
@@ -196,6 +201,8 @@ public static class A1111DbConfigImporter
             }
         }
 
+        if (Has("concepts_list") && root["concepts_list"] is not JsonArray)
+            throw new DreamBoothException($"{source}: 'concepts_list' has the wrong type (expected a list of concepts, found {Describe(root["concepts_list"])})");
         if (Get("concepts_list") is JsonArray list)
         {
             var concepts = new List<ConceptConfig>();
@@ -235,13 +242,25 @@ public static class A1111DbConfigImporter
     static ConceptConfig ImportConcept(JsonObject o, string where, List<string> ignored, string source)
     {
         var c = new ConceptConfig();
-        string S(string k) => o[k]?.GetValue<string>() ?? "";
+        string S(string k) => o[k] switch
+        {
+            null => "",
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
+            var n => throw new DreamBoothException($"{source}: {where}.{k} has the wrong type (expected a string, found {Describe(n)})"),
+        };
         double D(string k, double dflt)
         {
-            if (o[k] is not JsonValue v) return dflt;
-            if (v.TryGetValue(out double d)) return d;
-            if (v.TryGetValue(out long l)) return l;
-            throw new DreamBoothException($"{source}: {where}.{k} is not a number");
+            if (o[k] is null) return dflt;
+            if (o[k] is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && double.IsFinite(d)) return d;
+            throw new DreamBoothException($"{source}: {where}.{k} has the wrong type (expected a number, found {Describe(o[k])})");
+        }
+        int I(string k, int dflt, string ours)
+        {
+            double d = D(k, dflt);
+            if (d != Math.Floor(d)) throw new DreamBoothException($"{source}: {where}.{k} = {d.ToString(CultureInfo.InvariantCulture)} has the wrong type (expected an integer)");
+            if (d < int.MinValue || d > int.MaxValue)
+                throw new DreamBoothException($"{source}: {where}.{k} = {o[k]!.ToJsonString()} is out of range (expected {TrainingConfig.RangeOf("concepts[0]." + ours, d < 0)})");
+            return (int)d;
         }
         var known = new HashSet<string> { "instance_data_dir", "instance_prompt", "class_data_dir", "class_prompt", "class_negative_prompt", "num_class_images_per", "class_guidance_scale", "class_infer_steps" };
         c = c with
@@ -251,9 +270,9 @@ public static class A1111DbConfigImporter
             ClassDir = S("class_data_dir"),
             ClassPrompt = o.ContainsKey("class_prompt") ? S("class_prompt") : c.ClassPrompt,
             ClassNegativePrompt = S("class_negative_prompt"),
-            ClassImagesPerInstance = (int)D("num_class_images_per", c.ClassImagesPerInstance),
+            ClassImagesPerInstance = I("num_class_images_per", c.ClassImagesPerInstance, "class_images_per_instance"),
             ClassGuidanceScale = D("class_guidance_scale", c.ClassGuidanceScale),
-            ClassSteps = (int)D("class_infer_steps", c.ClassSteps),
+            ClassSteps = I("class_infer_steps", c.ClassSteps, "class_steps"),
         };
         // the extension generates class images into classifiers_{i} when class_data_dir is empty but
         // class images are wanted: keep prior preservation on with a folder next to the output
@@ -263,6 +282,41 @@ public static class A1111DbConfigImporter
             if (!known.Contains(kv.Key))
                 ignored.Add($"{where}.{kv.Key} = {kv.Value?.ToJsonString() ?? "null"} ({(kv.Key is "instance_token" or "class_token" ? "write the token into the prompts" : kv.Key.StartsWith("save_", StringComparison.Ordinal) || kv.Key is "n_save_sample" or "sample_seed" ? "per-concept samples: use preview_prompts" : "not used")})");
         return c;
+    }
+
+    /// <summary>Our setting an A1111 integer key maps onto, for the range in an out-of-range message.</summary>
+    static readonly Dictionary<string, string> IntegerTargets = new()
+    {
+        ["num_train_epochs"] = "epochs", ["save_embedding_every"] = "save_every_epochs", ["save_preview_every"] = "preview_every_epochs",
+        ["train_batch_size"] = "batch_size", ["gradient_accumulation_steps"] = "gradient_accumulation_steps", ["sample_batch_size"] = "class_batch_size",
+        ["lr_warmup_steps"] = "lr_warmup_steps", ["lr_cycles"] = "lr_num_cycles", ["clip_skip"] = "clip_skip",
+        ["prior_loss_target"] = "prior_loss_target_epochs", ["resolution"] = "max_resolution", ["max_token_length"] = "max_token_length",
+    };
+
+    static string IntegerRange(string theirs, bool negative) =>
+        IntegerTargets.TryGetValue(theirs, out var ours) ? $"{TrainingConfig.RangeOf(ours, negative)} for {ours}" : "an integer from -2147483648 to 2147483647";
+
+    static string TypeName(Type t) => t == typeof(int) || t == typeof(long) ? "an integer" : t == typeof(double) ? "a number"
+        : t == typeof(bool) ? "true or false" : t == typeof(string) ? "a string" : t.Name;
+
+    static string Describe(JsonNode? n)
+    {
+        string kind = n switch
+        {
+            null => "null",
+            JsonObject => "an object",
+            JsonArray => "a list",
+            JsonValue v => v.GetValueKind() switch
+            {
+                JsonValueKind.Number => "a number",
+                JsonValueKind.String => "a string",
+                JsonValueKind.True or JsonValueKind.False => "true/false",
+                _ => "a value",
+            },
+            _ => "a value",
+        };
+        string text = n?.ToJsonString() ?? "null";
+        return text.Length > 40 ? kind : $"{kind} {text}";
     }
 
     static string Format(object? v) => v switch

@@ -23,9 +23,9 @@ public interface IPreviewRenderer
 }
 
 /// <summary>
-/// The DreamBooth loop. Owns the precision setup (fp32 masters, bf16/fp16 compute copies), the optimizer
-/// with its UNet and text-encoder groups, the LR schedule, EMA, the latent cache, saves, training state
-/// and resume. The step itself is <see cref="TrainStep"/>; everything else lives around it.
+/// The DreamBooth loop: data, latent cache, step/epoch arithmetic, logging, previews, saves, training state and
+/// resume, around a <see cref="DreamBoothStep"/> (precision setup, optimizer groups, LR schedule, EMA). The step itself is <see cref="DreamBoothStep.TrainStep"/> and the update after it
+/// <see cref="DreamBoothStep.OptimizerStep"/>; data, logging, saving and resume live around them here.
 /// </summary>
 public sealed class DreamBoothTrainer : IDisposable
 {
@@ -34,27 +34,19 @@ public sealed class DreamBoothTrainer : IDisposable
     readonly TrainingConfig _c;
     readonly StableDiffusionModel _sd;
     readonly IPreviewRenderer? _previews;
+    readonly IPreviewScorer? _previewScorer;
     readonly Device _device;
     readonly ScalarType _computeDtype;
     readonly NoiseSchedule _schedule;
     readonly TrainingData _data;
-    readonly MasterWeights _unetMasters;
-    readonly MasterWeights _teMasters;
-    readonly string[] _unetTrainable;
-    readonly string[] _teTrainable;
-    readonly TrainingOptimizer _optimizer;
-    readonly LrSchedule _lr;
-    readonly EmaModel? _ema;
+    readonly DreamBoothStep _train;
     readonly LatentCache? _latentCache;
-    readonly LossScaler _scaler;
-    readonly Dictionary<string, Tensor> _textCache = new();
     readonly List<string> _saves = new();
     readonly PromptOptions _promptOptions;
 
     int _step;            // optimizer steps done
     int _epoch;           // current epoch (0-based)
     int _batchInEpoch;    // batches of the current epoch already trained
-    bool _teFrozen;
 
     public TrainingConfig Config => _c;
     /// <summary>The step/epoch arithmetic of this run (prior stepping, accumulation, TE cut, save epochs).</summary>
@@ -63,14 +55,18 @@ public sealed class DreamBoothTrainer : IDisposable
     public DiskPlan DiskPlan { get; }
     public int TotalSteps { get; }
     public int TextEncoderSteps { get; }
+    /// <summary>One line per training prompt longer than max_token_length (its tail is dropped), reported as Message events when the run starts.</summary>
+    public IReadOnlyList<string> PromptWarnings { get; }
     public int StepsPerEpoch { get; }
     public int Step => _step;
     public Device Device => _device;
     public TrainingData Data => _data;
     public LatentCache? LatentCache => _latentCache;
-    public EmaModel? Ema => _ema;
-    public TrainingOptimizer Optimizer => _optimizer;
-    public bool TextEncoderFrozen => _teFrozen;
+    public EmaModel? Ema => _train.Ema;
+    public TrainingOptimizer Optimizer => _train.Optimizer;
+    public bool TextEncoderFrozen => _train.TextEncoderFrozen;
+    /// <summary>The step and the update around it (masters, optimizer, EMA, loss scaler).</summary>
+    public DreamBoothStep Training => _train;
 
     /// <summary>Test hook: called with the step number before each forward/backward (to inject failures such as an OOM).</summary>
     internal Action<int>? BeforeTrainStep { get; set; }
@@ -84,11 +80,18 @@ public sealed class DreamBoothTrainer : IDisposable
     /// <paramref name="previews"/> defaults to <see cref="Txt2ImgPreviewRenderer.For"/> when preview_every_epochs &gt; 0.
     /// </summary>
     public DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews = null,
-        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default)
+        IProgress<TrainingEvent>? setupProgress = null, CancellationToken setupCancellation = default, IPreviewScorer? previewScorer = null)
+        : this(config, model, previews, setupProgress, setupCancellation, previewScorer, optimizer: null) { }
+
+    /// <param name="optimizer">tests: another optimizer over the step's groups (the per-tensor Lion beside the flattened one).</param>
+    internal DreamBoothTrainer(TrainingConfig config, StableDiffusionModel model, IPreviewRenderer? previews,
+        IProgress<TrainingEvent>? setupProgress, CancellationToken setupCancellation, IPreviewScorer? previewScorer,
+        Func<IReadOnlyList<ParamGroup>, TrainingOptimizer>? optimizer)
     {
         config.ThrowIfInvalid(checkFolders: true);
         _c = config;
         _sd = model;
+        _previewScorer = previewScorer ?? (config.PreviewLikeness ? LikenessPreviewScorer.For(config) : null);
         _device = ResolveDevice(config.Device);
         _computeDtype = MasterWeights.DtypeOf(config.MixedPrecision);
         if (_computeDtype == ScalarType.Float16 && _device.type == DeviceType.CPU)
@@ -107,60 +110,22 @@ public sealed class DreamBoothTrainer : IDisposable
         _data = new TrainingData(config);
         _previews = previews ?? (config.PreviewEveryEpochs > 0 ? Txt2ImgPreviewRenderer.For(config, _data) : null);
         _promptOptions = new PromptOptions { PadTokens = config.PadTokens, StrictTokens = config.StrictTokens, ShuffleTags = config.ShuffleTags, MaxTokenLength = config.MaxTokenLength };
+        PromptWarnings = LongPrompts(_data, model.Tokenizer, _promptOptions);
 
         Plan = _data.Plan;
         StepsPerEpoch = Plan.StepsPerEpoch;
         TotalSteps = Plan.TotalSteps;
         TextEncoderSteps = Plan.TextEncoderSteps;
 
-        // what trains: every UNet parameter (train_unet), the TE except (optionally) its LayerNorms
-        var unet = model.UNet;
-        var te = model.TextEncoder;
+        // what trains, fp32 masters and compute copies, optimizer, LR schedule, loss scaler, EMA: the step's own setup
         model.Vae.to(_device);
         model.Vae.eval();
         foreach (var p in model.Vae.parameters()) p.requires_grad_(false);
-        unet.to(_device);
-        te.to(_device);
-        foreach (var (_, p) in unet.named_parameters()) p.requires_grad_(config.TrainUnet);
-        foreach (var (name, p) in te.named_parameters()) p.requires_grad_(TextEncoderSteps > 0 && !(config.FreezeClipNormalization && IsLayerNorm(te, name)));
-        _unetTrainable = unet.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
-        _teTrainable = te.named_parameters().Where(kv => kv.parameter.requires_grad).Select(kv => kv.name).ToArray();
-        unet.GradientCheckpointing = config.GradientCheckpointing;
-
-        // fp32 masters of every weight (so saves never round through the compute dtype), then the compute copies
-        _unetMasters = new MasterWeights(unet, _computeDtype, (_, _) => true);
-        _teMasters = new MasterWeights(te, _computeDtype, (_, _) => true);
-
-        var unetParams = Select(_unetMasters, _unetTrainable);
-        var teParams = Select(_teMasters, _teTrainable);
-        _optimizer = TrainingOptimizer.Create(config.Optimizer,
-        [
-            new ParamGroup("unet", unetParams, config.LearningRate, config.WeightDecay) { Enabled = config.TrainUnet },
-            new ParamGroup("text_encoder", teParams, config.TextEncoderLearningRate, config.TextEncoderWeightDecay) { Enabled = TextEncoderSteps > 0 },
-        ]);
-        _lr = LrSchedule.FromConfig(config, TotalSteps);
-        _scaler = new LossScaler(enabled: _computeDtype == ScalarType.Float16);
-        if (config.UseEma)
-            _ema = new EmaModel(_unetMasters.Names.Zip(_unetMasters.Masters), config.EmaDecay, config.EmaWarmup, EmaDeviceFor(config, _device));
+        model.UNet.to(_device);
+        model.TextEncoder.to(_device);
+        _train = new DreamBoothStep(config, model.UNet, model.TextEncoder, _schedule, _device, TotalSteps, TextEncoderSteps, optimizer);
         if (config.CacheLatents)
             _latentCache = new LatentCache(Path.Combine(config.OutputDir, "latent_cache"), model.Vae, _device);
-        _teFrozen = TextEncoderSteps == 0;
-        if (_teFrozen) FreezeTextEncoder();
-        else te.train();
-        if (config.TrainUnet) unet.train(); else unet.eval();
-    }
-
-    static IReadOnlyList<Tensor> Select(MasterWeights m, string[] names)
-    {
-        var set = names.ToHashSet();
-        return m.Names.Select((n, i) => (n, i)).Where(x => set.Contains(x.n)).Select(x => m.Masters[x.i]).ToList();
-    }
-
-    static bool IsLayerNorm(CLIPTextModel te, string paramName)
-    {
-        int dot = paramName.LastIndexOf('.');
-        string owner = dot < 0 ? "" : paramName[..dot];
-        return te.named_modules().Any(m => m.name == owner && m.module is TorchSharp.Modules.LayerNorm);
     }
 
     /// <summary>Where the EMA copy lives: the training device, or the CPU (ema_device = "cpu": saves its 3.4 GB of GPU memory at full size).</summary>
@@ -174,65 +139,6 @@ public sealed class DreamBoothTrainer : IDisposable
             ? torch.device(device) : throw new DreamBoothException($"device = \"{device}\" but CUDA is not available"),
         _ => throw new DreamBoothException($"device = \"{device}\" is not one of: auto, cpu, cuda, cuda:N"),
     };
-
-    // ------------------------------------------------------------------ the step
-
-    /// <summary>Per-sample inputs of one forward pass; how many are instance and class samples is known on the host.</summary>
-    sealed record StepInputs(Tensor Latents, Tensor InputIds, Tensor InputIdsHost, Tensor IsClass, int Instances, int Classes);
-
-    /// <summary>
-    /// One forward/backward on a batch: noise → timesteps → add_noise → UNet → target → fp32 per-sample MSE, split into
-    /// instance and prior → backward of (instance + w·prior)·scale/accumulation. A batch holds instance samples, class
-    /// samples (alternate prior stepping: loss = w·prior) or both (joint). Returns (loss, instance, prior) as doubles
-    /// (NaN for a part the batch does not have), read back in one transfer.
-    /// </summary>
-    (double Loss, double Instance, double Prior) TrainStep(StepInputs x, double priorWeight, Generator gen, double lossScale)
-    {
-        using var scope = torch.NewDisposeScope();
-        var latents = x.Latents;                                                    // [B,4,h,w] fp32, scaled
-        var noise = torch.randn(latents.shape, generator: gen, device: latents.device);
-        if (_c.OffsetNoise != 0)
-            noise = noise + _c.OffsetNoise * torch.randn([latents.shape[0], latents.shape[1], 1, 1], generator: gen, device: latents.device);
-        long bsz = latents.shape[0];
-        var timesteps = torch.randint(0, _schedule.NumTrainTimesteps, [bsz], generator: gen, dtype: ScalarType.Int64, device: latents.device);
-        var noisyLatents = _schedule.AddNoise(latents, noise, timesteps);
-
-        var encoderHiddenStates = EncodeText(x.InputIds, x.InputIdsHost);
-        var modelPred = _sd.UNet.forward(noisyLatents.to(_computeDtype), timesteps, encoderHiddenStates.to(_computeDtype));
-        var target = _schedule.Target(latents, noise, timesteps);
-
-        var perSample = (modelPred.to(ScalarType.Float32) - target).pow(2).mean([1L, 2L, 3L]);   // [B]
-        var isClass = x.IsClass;
-        Tensor? instanceLoss = x.Instances > 0 ? perSample.masked_select(isClass.logical_not()).mean() : null;
-        Tensor? priorLoss = x.Classes > 0 ? perSample.masked_select(isClass).mean() : null;
-        var loss = priorLoss is null ? instanceLoss! : instanceLoss is null ? priorWeight * priorLoss : instanceLoss + priorWeight * priorLoss;
-
-        (loss * (lossScale / _c.GradientAccumulationSteps)).backward();
-        var nan = torch.tensor(float.NaN, device: loss.device);
-        var host = HostRead.Floats(torch.stack([loss.detach(), instanceLoss?.detach() ?? nan, priorLoss?.detach() ?? nan]));
-        return (host[0], host[1], host[2]);
-    }
-
-    Tensor EncodeText(Tensor ids, Tensor idsHost)
-    {
-        if (!_teFrozen) return PromptEncoder.EncodePrompts(_sd.TextEncoder, ids, _c.ClipSkip);
-        // frozen TE: embeddings are fixed per token row, computed once (keyed by the host copy of the ids: no device read)
-        using var scope = torch.NewDisposeScope();
-        var rows = new List<Tensor>();
-        for (long i = 0; i < idsHost.shape[0]; i++)
-        {
-            var row = idsHost[i];
-            string key = string.Join(",", row.data<long>().ToArray());
-            if (!_textCache.TryGetValue(key, out var emb))
-            {
-                using (torch.no_grad())
-                    emb = PromptEncoder.EncodePrompts(_sd.TextEncoder, row.unsqueeze(0).to(_device), _c.ClipSkip).DetachFromDisposeScope();
-                _textCache[key] = emb;
-            }
-            rows.Add(emb);
-        }
-        return torch.cat(rows, 0).MoveToOuterDisposeScope();
-    }
 
     // ------------------------------------------------------------------ the loop
 
@@ -254,6 +160,9 @@ public sealed class DreamBoothTrainer : IDisposable
         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Started, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
             Message = $"{_data.Instances.Count} instance / {_data.ClassImages.Count} class images, {StepsPerEpoch} steps per epoch ({Plan.SamplesPerStep} a step), {TotalSteps} steps, TE for {TextEncoderSteps}, device {_device.type}, {_c.MixedPrecision}" });
 
+        foreach (var warning in PromptWarnings)
+            progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch, Message = "warning: " + warning });
+
         double lastLoss = double.NaN;
         var sw = new Stopwatch();
         while (_epoch < _c.Epochs)
@@ -268,27 +177,28 @@ public sealed class DreamBoothTrainer : IDisposable
                     progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Cancelled, Step = _step, Epoch = _epoch, Path = path, Message = "cancelled: checkpoint and training state saved" });
                     return new TrainingResult(_step, _epoch, true, _saves, lastLoss);
                 }
-                if (!_teFrozen && _step >= TextEncoderSteps)
+                if (!_train.TextEncoderFrozen && _step >= TextEncoderSteps)
                 {
-                    FreezeTextEncoder();
+                    _train.FreezeTextEncoder();
                     progress?.Report(new TrainingEvent { Kind = TrainingEventKind.TextEncoderFrozen, Step = _step, Epoch = _epoch, Message = $"text encoder frozen after {_step} steps" });
                 }
                 sw.Restart();
                 int take = Math.Min(_c.GradientAccumulationSteps, batches.Count - _batchInEpoch);
                 var gen = NewGenerator(_step);
                 var rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                double loss = 0, inst = 0, prior = 0; int instCount = 0, priorCount = 0, images = 0;
+                using var stepScope = torch.NewDisposeScope();
+                var batchLosses = new List<Tensor>();   // on the device until the step's one read
+                int images = 0;
                 for (int a = 0; a < take; a++)
                 {
                     var batch = batches[_batchInEpoch + a];
                     images += batch.Images.Count;
                     using var scope = torch.NewDisposeScope();
                     var inputs = Prepare(batch, gen, rng);
-                    (double Loss, double Instance, double Prior) r;
                     try
                     {
                         BeforeTrainStep?.Invoke(_step + 1);
-                        r = TrainStep(inputs, priorWeight, gen, _scaler.Scale);
+                        batchLosses.Add(_train.TrainStep(inputs, priorWeight, gen).MoveToOuterDisposeScope());
                     }
                     catch (Exception e) when (OomBackoff.IsOutOfMemory(e))
                     {
@@ -296,33 +206,40 @@ public sealed class DreamBoothTrainer : IDisposable
                         string message = OomBackoff.Describe(action, _step + 1, _c.BatchSize);
                         if (action != OomAction.EnableGradientCheckpointing) throw new DreamBoothException(message);
                         _sd.UNet.GradientCheckpointing = true;
-                        foreach (var p in _sd.UNet.parameters().Concat(_sd.TextEncoder.parameters())) TrainingOptimizer.ClearGrad(p);
+                        _train.ClearComputeGradients();
                         progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Message, Step = _step, Epoch = _epoch, Message = message });
                         gen = NewGenerator(_step);   // the same step again, with the same noise
                         rng = new Random(unchecked((int)TrainingData.Mix(_c.Seed, _step, 0x7a9)));
-                        loss = inst = prior = 0; instCount = priorCount = images = 0;
+                        batchLosses.Clear();
+                        images = 0;
                         a = -1;
                         continue;
                     }
+                }
+                var outcome = _train.OptimizerStep(_step, batchLosses);   // queues the update, then the step's one read
+                double loss = 0, inst = 0, prior = 0; int instCount = 0, priorCount = 0;
+                foreach (var r in outcome.Batches)
+                {
                     loss += r.Loss / take;
                     if (!double.IsNaN(r.Instance)) { inst += r.Instance; instCount++; }
                     if (!double.IsNaN(r.Prior)) { prior += r.Prior; priorCount++; }
                 }
+                // a non-finite loss was not applied (the update is conditional on the device): nothing of this step changed the weights
                 if (!double.IsFinite(loss))
                     throw new DreamBoothException($"loss is {(double.IsNaN(loss) ? "NaN" : "infinite")} at step {_step + 1} (epoch {_epoch + 1}); stopped. " +
                         (_saves.Count > 0 ? $"Last good checkpoint: {_saves[^1]}" : "No checkpoint was saved yet") + ". Lower the learning rate or use bf16/fp32.");
-                var (gradNorm, teGradNorm, stepped) = OptimizerStep();
                 _batchInEpoch += take;
-                if (stepped) _step++;
+                if (outcome.Applied) _step++;
                 lastLoss = loss;
                 sw.Stop();
+                var groups = _train.Optimizer.Groups;
                 var ev = new TrainingEvent
                 {
                     Kind = TrainingEventKind.Step, Step = _step, TotalSteps = TotalSteps, Epoch = _epoch,
                     Loss = loss, InstanceLoss = instCount > 0 ? inst / instCount : double.NaN, PriorLoss = priorCount > 0 ? prior / priorCount : double.NaN, PriorLossWeight = priorWeight,
-                    LrUnet = _optimizer.Groups[0].Enabled ? _optimizer.Groups[0].LearningRate : 0,
-                    LrTextEncoder = _optimizer.Groups[1].Enabled ? _optimizer.Groups[1].LearningRate : 0,
-                    GradNorm = gradNorm, TextEncoderGradNorm = teGradNorm,
+                    LrUnet = groups[0].Enabled ? groups[0].LearningRate : 0,
+                    LrTextEncoder = groups[1].Enabled ? groups[1].LearningRate : 0,
+                    GradNorm = outcome.GradNorm, TextEncoderGradNorm = outcome.TextEncoderGradNorm,
                     StepSeconds = sw.Elapsed.TotalSeconds, ImagesPerSecond = images / Math.Max(1e-9, sw.Elapsed.TotalSeconds),
                     MemoryBytes = MemoryInUse(),
                 };
@@ -337,8 +254,9 @@ public sealed class DreamBoothTrainer : IDisposable
             if ((_c.SaveEveryEpochs > 0 && _epoch % _c.SaveEveryEpochs == 0) || last) Save(progress, cancelled: false);
             if (_c.PreviewEveryEpochs > 0 && _previews is not null && (_epoch % _c.PreviewEveryEpochs == 0 || last))
             {
-                var files = WithFp32Weights(ema: _c.PreviewEma && _ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
-                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = $"{files.Count} preview(s)" });
+                var files = WithFp32Weights(ema: _c.PreviewEma && _train.Ema is not null, () => _previews.Render(_sd, _c.PreviewPrompts, _c.PreviewSeed, Path.Combine(_c.OutputDir, "previews"), _epoch));
+                var scores = _previewScorer?.Score(files, _c.PreviewPrompts, _epoch, _step);
+                progress?.Report(new TrainingEvent { Kind = TrainingEventKind.Preview, Step = _step, Epoch = _epoch, Path = files.FirstOrDefault(), Message = scores?.Summary ?? $"{files.Count} preview(s)", Likeness = scores?.Mean });
             }
         }
         if (_c.SaveDiffusersAtEnd)
@@ -351,13 +269,29 @@ public sealed class DreamBoothTrainer : IDisposable
         return new TrainingResult(_step, _epoch, false, _saves, lastLoss);
     }
 
+    /// <summary>Each distinct training prompt that <paramref name="options"/> cuts, at most five lines plus a count of the rest.</summary>
+    static IReadOnlyList<string> LongPrompts(TrainingData data, ClipTokenizer tokenizer, PromptOptions options)
+    {
+        var lines = new List<string>();
+        int cut = 0;
+        foreach (var g in data.Instances.Concat(data.ClassImages).GroupBy(i => i.Prompt, StringComparer.Ordinal))
+        {
+            var first = g.First();
+            string what = $"{(first.IsClass ? "class" : "instance")} prompt of {Path.GetFileName(first.Path)}" + (g.Count() > 1 ? $" (and {g.Count() - 1} more image(s))" : "");
+            if (tokenizer.TruncationWarning(what, g.Key, options) is not { } line) continue;
+            if (++cut <= 5) lines.Add(line);
+        }
+        if (cut > 5) lines.Add($"{cut - 5} more prompt(s) longer than max_token_length = {options.MaxTokenLength}");
+        return lines;
+    }
+
     Generator NewGenerator(int step)
     {
         ulong seed = (ulong)TrainingData.Mix(_c.Seed, step, 0x401_5e);
         return _device.type == DeviceType.CPU ? new Generator(seed) : new Generator(seed, _device);
     }
 
-    /// <summary>Latents (cached distribution → sample, or VAE encode), token ids and class flags of a batch.</summary>
+    /// <summary>Latents (cached distribution → sample, or VAE encode) and token ids of a batch; its instance images come first, then its class images.</summary>
     StepInputs Prepare(TrainingBatch batch, Generator gen, Random rng)
     {
         double sf = _sd.Vae.Config.ScalingFactor;
@@ -375,47 +309,11 @@ public sealed class DreamBoothTrainer : IDisposable
             prompts.Add(img.Prompt);
         }
         var idsHost = _sd.Tokenizer.Tokenize(prompts, _promptOptions, rng).cpu();
-        var isClass = torch.tensor(batch.Images.Select(i => i.IsClass).ToArray()).to(_device);
-        return new StepInputs(torch.stack(lat), idsHost.to(_device), idsHost, isClass, batch.InstanceCount, batch.ClassCount);
-    }
-
-    /// <summary>
-    /// Grads → fp32 masters (unscaled), each group's grad norm computed on the device and read back in one transfer (the
-    /// norms are also the finite check: a non-finite gradient, an fp16 overflow, skips the step and halves the loss
-    /// scale), clipping per group, optimizer step, LR schedule, masters → compute copies, EMA.
-    /// </summary>
-    (double GradNorm, double TeGradNorm, bool Stepped) OptimizerStep()
-    {
-        var unetParams = _optimizer.Groups[0].Params;
-        var teParams = _teFrozen ? [] : _optimizer.Groups[1].Params;
-        var norms = GradientClipping.MoveGradsAndNorms(_teFrozen ? [_unetMasters] : [_unetMasters, _teMasters], [unetParams, teParams], 1.0 / _scaler.Scale);
-        bool stepped = double.IsFinite(norms[0]) && double.IsFinite(norms[1]);
-        _scaler.Update(stepped);
-        if (!stepped)
-        {
-            _optimizer.ZeroGrad();
-            return (double.NaN, double.NaN, false);
-        }
-        GradientClipping.Clip(unetParams, norms[0], _c.MaxGradNorm);
-        if (!_teFrozen) GradientClipping.Clip(teParams, norms[1], _c.TextEncoderMaxGradNorm);
-        foreach (var g in _optimizer.Groups) g.LearningRate = _lr.LearningRate(_step, g.BaseLearningRate);
-        _optimizer.Step();
-        _optimizer.ZeroGrad();
-        _unetMasters.CopyMastersToModel();
-        if (!_teFrozen) _teMasters.CopyMastersToModel();
-        _ema?.Update(_unetMasters.Names.Zip(_unetMasters.Masters));
-        return (norms[0], _teFrozen ? 0 : norms[1], true);
-    }
-
-    /// <summary>The TE stops training: no grads, eval mode, its optimizer group disabled and its state dropped.</summary>
-    void FreezeTextEncoder()
-    {
-        _teFrozen = true;
-        foreach (var p in _sd.TextEncoder.parameters()) { p.requires_grad_(false); TrainingOptimizer.ClearGrad(p); }
-        foreach (var m in _teMasters.Masters) TrainingOptimizer.ClearGrad(m);
-        _sd.TextEncoder.eval();
-        _optimizer.Groups[1].Enabled = false;
-        _optimizer.DropState("text_encoder");
+        int instances = batch.InstanceCount;
+        if (batch.Images.Take(instances).Any(i => i.IsClass))
+            throw new InvalidOperationException("a batch must hold its instance images first, then its class images");
+        // non_blocking: an upload that does not wait for the device's queue (a plain copy to CUDA synchronises)
+        return new StepInputs(torch.stack(lat), idsHost.to(_device, non_blocking: true), idsHost, instances, batch.ClassCount);
     }
 
     long MemoryInUse()
@@ -442,12 +340,12 @@ public sealed class DreamBoothTrainer : IDisposable
             using (torch.no_grad())
             {
                 if (convert) { unet.to(ScalarType.Float32); te.to(ScalarType.Float32); }
-                CopyInto(unet, _unetMasters.Names.Zip(_unetMasters.Masters));
-                CopyInto(te, _teMasters.Names.Zip(_teMasters.Masters));
-                if (ema && _ema is not null)
+                CopyInto(unet, _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters));
+                CopyInto(te, _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters));
+                if (ema && _train.Ema is { } emaModel)
                 {
                     if (!convert) backup = unet.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().clone());
-                    CopyInto(unet, _ema.Shadow.Select(kv => (kv.Key, kv.Value)));
+                    CopyInto(unet, emaModel.Shadow.Select(kv => (kv.Key, kv.Value)));
                 }
             }
             return action();
@@ -460,7 +358,7 @@ public sealed class DreamBoothTrainer : IDisposable
                 if (convert)
                 {
                     unet.to(_computeDtype); te.to(_computeDtype);
-                    _unetMasters.CopyMastersToModel(); _teMasters.CopyMastersToModel();
+                    _train.UNetMasters.CopyMastersToModel(); _train.TextEncoderMasters.CopyMastersToModel();
                 }
             }
         }
@@ -505,7 +403,7 @@ public sealed class DreamBoothTrainer : IDisposable
             ["dreambooth_cancelled"] = cancelled ? "true" : "false",
         };
         WithFp32Weights(ema: false, () => { _sd.SaveSingleFile(path, SaveDtype, meta); return 0; });
-        if (_c.SaveEmaWeights && _ema is not null)
+        if (_c.SaveEmaWeights && _train.Ema is not null)
             WithFp32Weights(ema: true, () => { _sd.SaveSingleFile(Path.Combine(_c.OutputDir, stem + "_ema.safetensors"), SaveDtype, meta); return 0; });
         string statePath = Path.Combine(_c.OutputDir, stem + ".state");
         SaveState(statePath);
@@ -516,6 +414,9 @@ public sealed class DreamBoothTrainer : IDisposable
             ["epoch"] = _epoch,
             ["batch_in_epoch"] = _batchInEpoch,
             ["step"] = _step,
+            // CPU sums split across threads add up in an order that depends on the thread count: resume is bitwise equal
+            // to an uninterrupted run with the same count (docs/training.md), so the run records it
+            ["torch_threads"] = torch.get_num_threads(),
             ["config"] = JsonNode.Parse(_c.ToJson()),
         };
         AtomicFile.WriteAllText(Path.Combine(_c.OutputDir, StateFileName), pointer.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -598,16 +499,16 @@ public sealed class DreamBoothTrainer : IDisposable
         var d = new Dictionary<string, Tensor>();
         try
         {
-            foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) d["unet/" + n] = t.detach();
-            foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) d["text_encoder/" + n] = t.detach();
-            foreach (var (k, t) in _optimizer.StateDict(copy: false)) d["optimizer/" + k] = t;
-            if (_ema is not null) foreach (var (k, t) in _ema.StateDict(copy: false)) d[k] = t;
+            foreach (var (n, t) in _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters)) d["unet/" + n] = t.detach();
+            foreach (var (n, t) in _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters)) d["text_encoder/" + n] = t.detach();
+            foreach (var (k, t) in _train.Optimizer.StateDict(copy: false)) d["optimizer/" + k] = t;
+            if (_train.Ema is not null) foreach (var (k, t) in _train.Ema.StateDict(copy: false)) d[k] = t;
             d["meta/step"] = TensorStateFile.Scalar(_step);
             d["meta/epoch"] = TensorStateFile.Scalar(_epoch);
             d["meta/batch_in_epoch"] = TensorStateFile.Scalar(_batchInEpoch);
-            d["meta/te_frozen"] = TensorStateFile.Scalar(_teFrozen ? 1L : 0L);
-            d["meta/loss_scale"] = TensorStateFile.Scalar(_scaler.Scale);
-            d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_scaler.CleanSteps);
+            d["meta/te_frozen"] = TensorStateFile.Scalar(_train.TextEncoderFrozen ? 1L : 0L);
+            d["meta/loss_scale"] = TensorStateFile.Scalar(_train.Scaler.Scale);
+            d["meta/loss_scale_clean_steps"] = TensorStateFile.Scalar(_train.Scaler.CleanSteps);
             TensorStateFile.Save(path, d);
         }
         finally
@@ -626,6 +527,14 @@ public sealed class DreamBoothTrainer : IDisposable
         return TrainingConfig.FromJson(cfg.ToJsonString(), file);
     }
 
+    /// <summary>The torch CPU thread count the run in <paramref name="outputDir"/> trained with (null for states saved before it was recorded).</summary>
+    public static int? ReadResumeThreads(string outputDir)
+    {
+        string file = Path.Combine(outputDir, StateFileName);
+        if (!File.Exists(file)) return null;
+        return JsonNode.Parse(File.ReadAllText(file)) is JsonObject node && node["torch_threads"] is JsonValue v && v.TryGetValue(out int n) && n > 0 ? n : null;
+    }
+
     /// <summary>Restores masters, compute copies, optimizer, EMA and position from the newest state in <paramref name="outputDir"/>.</summary>
     public void LoadState(string outputDir)
     {
@@ -636,24 +545,24 @@ public sealed class DreamBoothTrainer : IDisposable
         // the fp32 masters and the EMA are read straight into place (no second copy of them in memory); the optimizer
         // state and the counters come back as tensors
         var targets = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (n, t) in _unetMasters.Names.Zip(_unetMasters.Masters)) targets["unet/" + n] = t;
-        foreach (var (n, t) in _teMasters.Names.Zip(_teMasters.Masters)) targets["text_encoder/" + n] = t;
-        if (_ema is not null) foreach (var (k, t) in _ema.StateTargets) targets[k] = t;
+        foreach (var (n, t) in _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters)) targets["unet/" + n] = t;
+        foreach (var (n, t) in _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters)) targets["text_encoder/" + n] = t;
+        if (_train.Ema is not null) foreach (var (k, t) in _train.Ema.StateTargets) targets[k] = t;
         var read = new HashSet<string>(StringComparer.Ordinal);
         var d = TensorStateFile.Load(statePath, name => targets.TryGetValue(name, out var t) && read.Add(name) ? t : null);
         try
         {
-            CheckRead(read, "unet/", _unetMasters, statePath);
-            CheckRead(read, "text_encoder/", _teMasters, statePath);
+            CheckRead(read, "unet/", _train.UNetMasters, statePath);
+            CheckRead(read, "text_encoder/", _train.TextEncoderMasters, statePath);
             _step = (int)d["meta/step"].item<long>();
             _epoch = (int)d["meta/epoch"].item<long>();
             _batchInEpoch = (int)d["meta/batch_in_epoch"].item<long>();
-            _scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
-            if (d["meta/te_frozen"].item<long>() == 1 && !_teFrozen) FreezeTextEncoder();
-            _optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
-            _ema?.LoadStateDict(d, alreadyRead: read);
-            _unetMasters.CopyMastersToModel();
-            _teMasters.CopyMastersToModel();
+            _train.Scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
+            if (d["meta/te_frozen"].item<long>() == 1 && !_train.TextEncoderFrozen) _train.FreezeTextEncoder();
+            _train.Optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
+            _train.Ema?.LoadStateDict(d, alreadyRead: read);
+            _train.UNetMasters.CopyMastersToModel();
+            _train.TextEncoderMasters.CopyMastersToModel();
             string checkpoint = Path.Combine(outputDir, node["checkpoint"]!.GetValue<string>());
             if (File.Exists(checkpoint)) _saves.Add(checkpoint);
         }
@@ -672,12 +581,7 @@ public sealed class DreamBoothTrainer : IDisposable
 
     public void Dispose()
     {
-        _optimizer.Dispose();
-        _ema?.Dispose();
+        _train.Dispose();
         _latentCache?.Dispose();
-        _unetMasters.Dispose();
-        _teMasters.Dispose();
-        foreach (var t in _textCache.Values) t.Dispose();
-        _textCache.Clear();
     }
 }

@@ -47,8 +47,8 @@ public sealed class MasterWeights : IDisposable
             return;
         }
         // the masters keep the fp32 parameters' own storage (detach shares it; no copy) and the module gets new compute
-        // tensors: a clone here held a second fp32 copy of the model (3.9 GB at SD1.5 size) until the .NET finalizers
-        // released the old parameters, which a full-size resume on 23 GB did not survive (docs/memory.md)
+        // tensors: with a clone the loaded fp32 storage stayed alive beside the masters (a second fp32 copy of the model,
+        // 3.9 GB at SD1.5 size), and a full-size resume on 23 GB was killed for memory (docs/memory.md)
         using (torch.no_grad())
             _masters = selected.Select(kv => kv.parameter.detach().DetachFromDisposeScope()).ToArray();
         module.to(computeDtype);
@@ -62,9 +62,10 @@ public sealed class MasterWeights : IDisposable
 
     /// <summary>
     /// Moves the compute copy's gradients onto the fp32 masters, multiplied by <paramref name="invScale"/>
-    /// (1/loss scale for fp16), without looking at them (no host read); compute grads are released. With fp32
-    /// compute the masters are the parameters and their grads are only scaled. Check them with
-    /// <see cref="GradientClipping.MoveGradsAndNorms"/> (which calls this).
+    /// (1/loss scale for fp16), without looking at them (no host read); compute grads are released. A master that
+    /// already has a gradient tensor (the flattened optimizer's view, <see cref="Optimizers.TrainingOptimizer.AttachGradients"/>)
+    /// gets the values written into it; otherwise a new one is assigned. With fp32 compute the masters are the
+    /// parameters and their grads are only scaled. Check them with <see cref="GradientClipping.MoveGradsAndNorms"/>.
     /// </summary>
     public void MoveGradsToMasters(double invScale = 1.0)
     {
@@ -80,10 +81,19 @@ public sealed class MasterWeights : IDisposable
         {
             using var g = compute[i].grad;
             if (g is null) { Optimizers.TrainingOptimizer.ClearGrad(_masters[i]); continue; }
-            var g32 = g.to(ScalarType.Float32, copy: true);
-            if (invScale != 1.0) g32.mul_(invScale);
-            _masters[i].grad = g32;
-            g32.Dispose();
+            using var existing = _masters[i].grad;
+            if (existing is not null)
+            {
+                existing.copy_(g);
+                if (invScale != 1.0) existing.mul_(invScale);
+            }
+            else
+            {
+                var g32 = g.to(ScalarType.Float32, copy: true);
+                if (invScale != 1.0) g32.mul_(invScale);
+                _masters[i].grad = g32;
+                g32.Dispose();
+            }
             compute[i].grad = null;
         }
     }
@@ -181,13 +191,36 @@ public static class GradientClipping
     /// </summary>
     public static double[] MoveGradsAndNorms(IEnumerable<MasterWeights> masters, IReadOnlyList<IEnumerable<Tensor>> groups, double invScale)
     {
+        using var scope = torch.NewDisposeScope();
+        var host = HostRead.Floats(MoveGradsAndNormsOnDevice(masters, groups, invScale));
+        return host.Select(x => (double)x).ToArray();
+    }
+
+    /// <summary>
+    /// <see cref="MoveGradsAndNorms"/> without the read: the groups' norms as one fp32 tensor [groups] on the device
+    /// (0 for a group without gradients), for a step that decides on the device.
+    /// </summary>
+    public static Tensor MoveGradsAndNormsOnDevice(IEnumerable<MasterWeights> masters, IReadOnlyList<IEnumerable<Tensor>> groups, double invScale)
+    {
         foreach (var m in masters) m.MoveGradsToMasters(invScale);
         using var scope = torch.NewDisposeScope();
         Device? device = null;
         var norms = groups.Select(g => { var n = NormTensor(g); device ??= n?.device; return n; }).ToList();
         var zero = torch.zeros(1, device: device ?? torch.CPU);
-        var host = HostRead.Floats(torch.cat(norms.Select(n => n?.reshape(1) ?? zero).ToArray()));
-        return host.Select(x => (double)x).ToArray();
+        return torch.cat(norms.Select(n => n?.reshape(1) ?? zero).ToArray()).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// PyTorch's clip_grad_norm_ factor, on the device: maxNorm/(norm+1e-6) when the fp32 <paramref name="norm"/> exceeds
+    /// <paramref name="maxNorm"/>, else 1 (also for a non-finite norm), as a 0-dim fp64 tensor. Computed in fp64 from the
+    /// fp32 norm, the value <see cref="Clip"/> computes on the host, so multiplying a gradient by it gives the same bits.
+    /// </summary>
+    public static Tensor ClipFactor(Tensor norm, double maxNorm)
+    {
+        using var scope = torch.NewDisposeScope();
+        var n = norm.to(ScalarType.Float64);
+        var max = torch.full(Array.Empty<long>(), maxNorm, ScalarType.Float64, norm.device);
+        return torch.where(n.gt(maxNorm), max / (n + 1e-6), torch.ones_like(n)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The total L2 norm (fp32, on the device, not read back) of the gradients; null when none has a gradient.</summary>

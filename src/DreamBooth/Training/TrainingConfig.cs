@@ -65,6 +65,8 @@ public sealed record TrainingConfig
     public bool PreviewEma { get; init; } = false;
     public List<string> PreviewPrompts { get; init; } = [];
     public long PreviewSeed { get; init; } = 420420;
+    /// <summary>Score each preview's face likeness to the instance photos (mean face-descriptor distance, &lt; 0.6 = the person): likeness.csv, TensorBoard, the monitor.</summary>
+    public bool PreviewLikeness { get; init; } = false;
     /// <summary>0 = keep every save (the x/y plot compares them all); N = delete all but the newest N saves.</summary>
     public int KeepLastSaves { get; init; } = 0;
     /// <summary>
@@ -198,8 +200,48 @@ public sealed record TrainingConfig
         catch (JsonException e)
         {
             string key = (e.Path ?? "?").TrimStart('$', '.');
+            if (OutOfRangeInteger(obj, key) is { } value)
+                throw new DreamBoothException($"{source}: setting '{key}' = {value} is out of range (expected {RangeOf(key, value.StartsWith('-'))})");
             throw new DreamBoothException($"{source}: setting '{key}' has the wrong type (expected {ExpectedType(key)})");
         }
+    }
+
+    /// <summary>The JSON text of <paramref name="key"/> when it is a whole number too large for its (integer) setting, else null.</summary>
+    static string? OutOfRangeInteger(JsonObject root, string key)
+    {
+        JsonNode? node = root;
+        foreach (var part in key.Split('.'))
+        {
+            int bracket = part.IndexOf('[');
+            node = node is JsonObject o ? o[bracket < 0 ? part : part[..bracket]] : null;
+            if (bracket >= 0 && node is JsonArray a && int.TryParse(part[(bracket + 1)..^1], out int index) && index < a.Count) node = a[index];
+        }
+        if (node is not JsonValue v || v.GetValueKind() != JsonValueKind.Number) return null;
+        string text = v.ToJsonString();
+        return double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d)
+               && d == Math.Floor(d) && (d > int.MaxValue || d < int.MinValue) && ExpectedType(key) == "an integer" ? text : null;
+    }
+
+    /// <summary>
+    /// The accepted range of an integer setting as <see cref="Validate"/> states it ("≥ 1 and ≤ 1000000"), found by
+    /// validating a config that holds the type's extreme value in that setting; the type's own range when Validate has none.
+    /// </summary>
+    internal static string RangeOf(string key, bool negative)
+    {
+        string leaf = key.Contains('.') ? key[(key.LastIndexOf('.') + 1)..] : key;
+        bool concept = key.StartsWith("concepts", StringComparison.Ordinal) && key.Contains('.');
+        var type = concept ? typeof(ConceptConfig) : typeof(TrainingConfig);
+        string typeRange = "an integer from -2147483648 to 2147483647";
+        if (!Keys(type).TryGetValue(leaf, out var p) || p.PropertyType != typeof(int)) return typeRange;
+        var probe = JsonNode.Parse(new TrainingConfig { Concepts = [new ConceptConfig { InstanceDir = "." }] }.ToJson())!.AsObject();
+        var target = concept ? probe["concepts"]![0]!.AsObject() : probe;
+        target[leaf] = negative ? int.MinValue : int.MaxValue;
+        var config = JsonSerializer.Deserialize<TrainingConfig>(probe.ToJsonString(), ReadOptions)!;
+        string prefix = (concept ? "concepts[0]." : "") + leaf + " = ";
+        var problem = config.Validate(checkFolders: false).FirstOrDefault(x => x.StartsWith(prefix, StringComparison.Ordinal) && x.Contains("(expected "));
+        if (problem is null) return typeRange;
+        int at = problem.IndexOf("(expected ", StringComparison.Ordinal) + "(expected ".Length;
+        return "an integer " + problem[at..problem.LastIndexOf(')')];
     }
 
     /// <summary>Loads a config file; relative folders in it resolve against the file's folder.</summary>
@@ -351,6 +393,7 @@ public sealed record TrainingConfig
 
         if (string.IsNullOrWhiteSpace(PretrainedModel)) p.Add("pretrained_model is empty (expected a checkpoint file, diffusers folder or Hub repo id)");
         if (string.IsNullOrWhiteSpace(OutputDir)) p.Add("output_dir is empty");
+        else if (checkFolders && OutputPath.FolderProblem(OutputDir) is { } outputProblem) p.Add($"output_dir '{OutputDir}' {outputProblem}");
         if (!IsSafeFileStem(Name))
             p.Add($"name = {JsonSerializer.Serialize(Name)} is not a valid file name prefix (letters, digits, spaces and -_.()+ only, at most 100 characters, not starting with '.' or '-', not a reserved device name)");
 
@@ -358,6 +401,7 @@ public sealed record TrainingConfig
         Range("save_every_epochs", SaveEveryEpochs, 0, inf);
         Range("preview_every_epochs", PreviewEveryEpochs, 0, inf);
         if (PreviewEveryEpochs > 0 && PreviewPrompts.Count == 0) p.Add("preview_every_epochs > 0 but preview_prompts is empty");
+        if (PreviewLikeness && PreviewEveryEpochs == 0) p.Add("preview_likeness = true needs preview_every_epochs > 0 (it scores the previews)");
         Range("keep_last_saves", KeepLastSaves, 0, inf);
         Range("keep_training_states", KeepTrainingStates, 0, inf);
         OneOf("save_dtype", SaveDtype, SaveDtypes);
@@ -424,7 +468,9 @@ public sealed record TrainingConfig
                 int n = CountImages(c.InstanceDir);
                 if (n < MinInstanceImages) p.Add($"{k}.instance_dir '{c.InstanceDir}' has {n} image(s) (expected at least {MinInstanceImages})");
             }
-            if (c.HasPrior && !Directory.Exists(c.ClassDir) && !(c.GenerateClassImages && c.ClassImagesPerInstance > 0))
+            if (c.HasPrior && OutputPath.FolderProblem(c.ClassDir) is { } classProblem)
+                p.Add($"{k}.class_dir '{c.ClassDir}' {classProblem}");
+            else if (c.HasPrior && !Directory.Exists(c.ClassDir) && !(c.GenerateClassImages && c.ClassImagesPerInstance > 0))
                 p.Add($"{k}.class_dir '{c.ClassDir}' does not exist and generate_class_images is off");
         }
         return p;

@@ -27,6 +27,8 @@ public sealed record TrainingEvent
     public double ImagesPerSecond { get; init; }
     /// <summary>Process working set, or GPU memory in use when on CUDA (bytes).</summary>
     public long MemoryBytes { get; init; }
+    /// <summary>Preview events with a preview scorer: the mean face likeness distance of the previews (null: none had a face).</summary>
+    public double? Likeness { get; init; }
     public string? Path { get; init; }
     public string? Message { get; init; }
 

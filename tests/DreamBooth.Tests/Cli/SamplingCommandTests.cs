@@ -11,7 +11,7 @@ namespace DreamBooth.Tests.Cli;
 public class SamplingCommandTests
 {
     /// <summary>A tiny random model saved as a diffusers folder (configs included) under <paramref name="dir"/>.</summary>
-    static string TinyModelFolder(TempDir dir)
+    internal static string TinyModelFolder(TempDir dir)
     {
         string path = dir.File("tiny-model");
         using var model = StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, TinyPipeline.Tokenizer, seed: 3);
@@ -41,6 +41,30 @@ public class SamplingCommandTests
         var (code2, _, _) = await CliTests.Run("sample", "--model", model, "--prompt", "x", "--steps", "1", "--size", "16x16", "--seed", "5", "--output", output);
         Assert.Equal(0, code2);
         Assert.True(File.Exists(Path.Combine(output, "00003-5.png")));
+    }
+
+    [Fact]
+    public async Task Without_size_sample_draws_at_the_models_native_size()
+    {
+        // the embedded toy model is 32 px: at the old fixed default of 512x512 it took 19.5 min and drew a tiled mess
+        using var dir = TestPaths.NewTempDir();
+        string toy = Path.Combine(TestPaths.DataSamples, "toy", "model");
+        var (code, stdout, stderr) = await CliTests.Run("sample", "--model", toy, "--prompt", "ohwx man", "--steps", "2", "--seed", "3", "--output", dir.File("out"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains(", 32x32, on ", stdout);
+        var info = PngInfotext.Read(Path.Combine(dir.File("out"), "00000-3.png"))!;
+        Assert.Equal((32, 32), (info.Width, info.Height));
+        // a diffusers folder: UNet sample_size × VAE downsampling, whatever it is
+        string tiny = TinyModelFolder(dir);
+        int native;
+        using (var m = StableDiffusionModel.Load(tiny)) native = m.UNet.Config.SampleSize * m.Vae.DownsampleFactor;
+        Assert.NotEqual(512, native);
+        (code, _, stderr) = await CliTests.Run("sample", "--model", tiny, "--prompt", "x", "--steps", "1", "--seed", "4", "--output", dir.File("tiny"));
+        Assert.True(code == 0, stderr);
+        info = PngInfotext.Read(Path.Combine(dir.File("tiny"), "00000-4.png"))!;
+        Assert.Equal((native, native), (info.Width, info.Height));
+        var (_, help, _) = await CliTests.Run("sample", "--help");
+        Assert.Contains("default: the model's native size", help);
     }
 
     [Theory]

@@ -22,6 +22,28 @@ public class PrepareCliTests
         Assert.True(File.Exists(tmp.File("out/astronaut.png")));
         Assert.True(File.Exists(tmp.File("out/debug/astronaut.png")));
         Assert.True(File.Exists(tmp.File("out/manifest.json")));
+        // the identity check of the prepared images
+        Assert.Contains("identity check: 1 photo(s)", stdout); // (at 96x128 the face is under the 32 px the descriptor needs)
+        Assert.True(File.Exists(tmp.File("out/identity-check.json")));
+    }
+
+    [Fact]
+    public async Task Prepare_flags_a_second_person_and_can_skip_the_identity_check()
+    {
+        using var tmp = TestPaths.NewTempDir();
+        var raw = tmp.File("raw");
+        Directory.CreateDirectory(raw);
+        File.Copy(Photos.Path_("astronaut.png"), Path.Combine(raw, "astronaut.png"));
+        File.Copy(Photos.Path_("camera.png"), Path.Combine(raw, "camera.png"));
+        var (code, stdout, err) = await CliTests.Run("prepare", "--input", raw, "--output", tmp.File("out"), "--size", "384x512");
+        Assert.True(code == 0, err);
+        Assert.Contains("someone-else: astronaut.png and camera.png are", stdout);
+        using (var doc = JsonDocument.Parse(File.ReadAllText(tmp.File("out/identity-check.json"))))
+            Assert.Equal("someone-else", doc.RootElement.GetProperty("issues")[0].GetProperty("kind").GetString());
+        var (code2, stdout2, err2) = await CliTests.Run("prepare", "--input", raw, "--output", tmp.File("out2"), "--size", "384x512", "--no-identity-check");
+        Assert.True(code2 == 0, err2);
+        Assert.DoesNotContain("identity check", stdout2);
+        Assert.False(File.Exists(tmp.File("out2/identity-check.json")));
     }
 
     [Theory]

@@ -105,4 +105,53 @@ public class XYPlotEndToEndTests(Xunit.Abstractions.ITestOutputHelper output)
         var layout = GridDrawer.Measure(2, 2, new Size(16, 16), ["epoch 3", "epoch 7"], ["CFG: 1", "CFG: 7"], "seed 5 · 2 steps · Euler a");
         Assert.Equal(new Size(layout.Width, layout.Height), grid.Size());
     }
+
+    [Fact]
+    public async Task Cli_xyplot_scores_likeness_against_the_instance_photos_with_the_base_model_as_baseline()
+    {
+        using var run = TinyRun(3, 7);
+        using (var baseModel = StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz), seed: 1))
+            baseModel.SaveSingleFile(run.File("base.safetensors"), ScalarType.Float32);
+        var instance = Directory.CreateDirectory(run.File("instance")).FullName;
+        File.Copy(TestPaths.Photo("astronaut.png"), Path.Combine(instance, "astronaut.png"));
+        var output = run.File("grid.png");
+        var (code, stdout, stderr) = await CliTests.Run("xyplot", "--checkpoints", run.Path, "--baseline", run.File("base.safetensors"),
+            "--prompts", "photo of ohwx man", "photo of man", "--steps", "2", "--seed", "5", "--device", "cpu", "--output", output,
+            "--score", "likeness", "--instance-dir", instance);
+        Assert.True(code == 0, stderr);
+        // the tiny random models draw 16×16 noise, no face to describe: every cell says so, and nothing is suggested
+        Assert.Contains("likeness base model (baseline): distance no face (0/1 under 0.6), leaking context cells –", stdout);
+        Assert.Contains("likeness epoch 3: distance no face (0/1 under 0.6), leaking context cells ", stdout);
+        Assert.Contains("likeness epoch 7: distance no face", stdout);
+        Assert.Contains("suggested: none: no face was found in any cell", stdout);
+        Assert.True(File.Exists(output));
+        using (var grid = Image.Load<Rgb24>(output))
+        using (var scored = Image.Load<Rgb24>(run.File("grid-likeness.png")))
+            Assert.Equal(grid.Size(), scored.Size());
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(run.File("grid-likeness.json")))!;
+        Assert.Equal(["base model", "epoch 3", "epoch 7"], json["checkpoints"]!.AsArray().Select(c => (string)c!["label"]!));
+        Assert.True((bool)json["checkpoints"]![0]!["baseline"]!);
+        Assert.Equal(6, json["cells"]!.AsArray().Count);
+        Assert.All(json["cells"]!.AsArray(), c => Assert.Equal(0, (int)c!["faces"]!));
+        Assert.Equal(3, json["cells"]!.AsArray().Count(c => (bool)c!["instance_row"]!));
+        Assert.All(json["cells"]!.AsArray(), c => Assert.NotNull(c!["context_distance"]));
+
+        // bad input is refused before anything is rendered
+        async Task Bad(string expected, params string[] extra)
+        {
+            var bad = run.File("bad.png");
+            var (c, _, err) = await CliTests.Run(["xyplot", "--checkpoints", run.Path, "--prompts", "photo of ohwx man", "--steps", "1", "--device", "cpu", "--output", bad, .. extra]);
+            Assert.Equal(2, c);
+            Assert.Contains(expected, err);
+            Assert.False(File.Exists(bad));
+        }
+        await Bad("--score likeness needs --instance-dir", "--score", "likeness");
+        await Bad("--score 'beauty': expected likeness", "--score", "beauty", "--instance-dir", instance);
+        await Bad("--instance-dir: folder not found", "--score", "likeness", "--instance-dir", run.File("nope"));
+        await Bad("--instance-dir is only used with --score likeness", "--instance-dir", instance);
+        await Bad("--baseline: model not found", "--baseline", run.File("nope.safetensors"));
+        var faceless = Directory.CreateDirectory(run.File("faceless")).FullName;
+        File.Copy(TestPaths.Photo("coffee.png"), Path.Combine(faceless, "coffee.png"));
+        await Bad("no face found in any of the 1 reference image(s)", "--score", "likeness", "--instance-dir", faceless);
+    }
 }

@@ -75,6 +75,13 @@ public class PrepareDataNotebookTests
         Assert.Contains(html, h => h.Contains("Plotly.newPlot") && h.Contains("\"type\":\"bar\"") && h.Contains("768x1024"));
         Assert.Contains(">500<", all.Replace(" ", "")); // needed = 5 prepared × 100
         Assert.True(File.Exists(Path.Combine(work, "01-prepare-data", "focal-768x1024", "manifest.json")));
+        // the identity check of the prepared images: the astronaut and the cameraman are two people, three photos have no face
+        var check = Assert.Single(html, h => h.Contains("dreambooth-identity-check"));
+        // (the cat's upscaled crop may pass for a face: the check then sees three identities; either way astronaut and camera are flagged)
+        Assert.Contains("identity check: 5 photo(s)", check);
+        Assert.Matches("<td style=\"text-align:left\">(someone-else|mixed-identities)</td><td style=\"text-align:left\">astronaut.png, camera.png", check);
+        Assert.Contains("<td style=\"text-align:left\">no-face</td><td style=\"text-align:left\">coffee.png</td>", check);
+        Assert.Contains("<td style=\"text-align:left\">no-face</td><td style=\"text-align:left\">rocket.jpg</td>", check);
     }
 }
 
@@ -200,10 +207,13 @@ public class XYPlotNotebookTests
             if (file == "") m.SaveDiffusers(baseDir);
             else m.SaveSingleFile(Path.Combine(runDir, file), TorchSharp.torch.ScalarType.Float32);
         }
+        // the likeness reference: a photo of a real person (the tiny models draw 16×16 noise, so no cell has a face)
+        var instanceDir = Directory.CreateDirectory(Path.Combine(tmp.Path, "instance")).FullName;
+        File.Copy(TestPaths.Photo("astronaut.png"), Path.Combine(instanceDir, "astronaut.png"));
         var config = new DreamBooth.Training.TrainingConfig
         {
             PretrainedModel = baseDir, OutputDir = runDir, Name = "tiny",
-            Concepts = [new DreamBooth.Training.ConceptConfig { InstanceDir = runDir }],
+            Concepts = [new DreamBooth.Training.ConceptConfig { InstanceDir = instanceDir }],
         };
         var configPath = Path.Combine(tmp.Path, "training-config.json");
         config.Save(configPath);
@@ -225,6 +235,25 @@ public class XYPlotNotebookTests
         Assert.Contains("Y Type: Prompt S/R", info);
         Assert.Contains("ohwx man on a beach", info);
         Assert.Contains(html, h => h.Contains("prompt: man") && h.Contains("epoch 4"));
+        Assert.Contains("X Values: \"model, tiny_0002.safetensors, tiny_0004.safetensors\"", info); // the base model first
         Assert.Contains($"chosen: epoch 2 → {Path.Combine(runDir, "tiny_0002.safetensors")}", text);
+        // likeness: every cell scored (no face in 16×16 noise), the chart with the base model, the JSON and the scored grid saved
+        var likeness = Assert.Single(html, h => h.Contains("dreambooth-likeness\""));
+        Assert.Contains("Suggested checkpoint: none", likeness);
+        Assert.Contains("no face was found in any cell", likeness);
+        Assert.Contains("Plotly.newPlot", likeness);
+        Assert.Contains("base model (baseline)", likeness);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(runDir, "xy-likeness.json")))!;
+        Assert.Equal(9, json["cells"]!.AsArray().Count);
+        Assert.Equal("ohwx", (string)json["instance_token"]!);
+        Assert.True(File.Exists(Path.Combine(runDir, "xy-grid-likeness.png")));
+        // the calibration on the sample photos: the mirror is the same person, the cameraman is not, the cat has no face
+        var gallery = Assert.Single(html, h => h.Contains("dreambooth-likeness-gallery"));
+        var scores = System.Text.RegularExpressions.Regex.Matches(gallery, @"<figcaption>([^<]+)<br/><b[^>]*>([^<]+)</b>")
+            .ToDictionary(m => System.Net.WebUtility.HtmlDecode(m.Groups[1].Value), m => System.Net.WebUtility.HtmlDecode(m.Groups[2].Value));
+        Assert.EndsWith("✓", scores["mirrored"]);
+        Assert.EndsWith("✓", scores["cropped, rotated 10°"]);
+        Assert.True(double.Parse(scores["the cameraman"], System.Globalization.CultureInfo.InvariantCulture) > 0.6, scores["the cameraman"]);
+        Assert.Equal("no face", scores["a cat"]);
     }
 }

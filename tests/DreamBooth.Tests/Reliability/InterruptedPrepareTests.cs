@@ -41,7 +41,7 @@ public class InterruptedPrepareTests(ITestOutputHelper output)
         string reference = tmp.File("reference");
         var (code, err, elapsed) = KillHarness.Run(TimeSpan.FromMinutes(3), Args(reference));
         Assert.True(code == 0, err);
-        var expected = KillHarness.HashTree(reference);
+        var expected = KillHarness.HashTree(reference, IsOutput);   // the folder's marker (hidden) lists what each run wrote
         var refManifest = DatasetManifest.TryLoad(reference)!;
         Assert.Equal(10, refManifest.Items.Count);
 
@@ -76,6 +76,9 @@ public class InterruptedPrepareTests(ITestOutputHelper output)
         foreach (var (file, hash) in expected.Where(kv => kv.Key != DatasetManifest.FileName))
             Assert.True(actual.TryGetValue(file, out var h) && h == hash, $"{file} differs from the uninterrupted run");
         Assert.Equal(expected.Keys.Order(), actual.Keys.Order()); // no extra outputs
+        // every output is listed as prepare's in the folder's marker, though runs were killed between files
+        var owned = File.ReadAllLines(Path.Combine(outDir, PreparedFolder.MarkerFileName)).ToHashSet();
+        Assert.All(actual.Keys, f => Assert.Contains(f.Replace(Path.DirectorySeparatorChar, '/'), owned));
         Assert.Equal(sources, KillHarness.HashTree(raw));          // sources untouched
         int leftovers = Directory.EnumerateFiles(outDir, ".*.tmp", SearchOption.AllDirectories).Count();
         output.WriteLine($"{kills} kills survived, {leftovers} orphaned temp files left by killed runs, 0 bytes lost");

@@ -45,7 +45,27 @@ public partial class BuildWiringTests
         var ids = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         var (device0, device1) = (ids[0].Split(' ')[0], ids[1].Split(' ')[0]);
         if (device0 != device1) return; // on two file systems a copy is all there can be
-        Assert.Equal(ids[0], ids[1]);
+        Assert.True(ids[0] == ids[1], $"{lib} is a copy of {built}, not a link (left by an older build: remove artifacts/notebook-lib and build again)");
+    }
+
+    [Fact]
+    public void Build_outputs_link_libtorch_from_the_nuget_cache_instead_of_copying_1_7_GB_each()
+    {
+        // CLI, notebook library and tests each carry libtorch (1.7 GB): hard links to the NuGet cache's file where
+        // both are on one file system (Directory.Build.props), so a fresh clone's build adds no 5 GB of copies
+        var packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p
+            ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var cached = Directory.EnumerateFiles(Path.Combine(packages, "libtorch-cpu-linux-x64"), "libtorch_cpu.so", SearchOption.AllDirectories).Single();
+        string Native(string project) => Path.Combine(TestPaths.RepoRoot, "src", project, "bin", Configuration, "net10.0", "runtimes", "linux-x64", "native", "libtorch_cpu.so");
+        var outputs = new[] { Native("DreamBooth.Cli"), Native("DreamBooth.Interactive"), Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "libtorch_cpu.so") };
+        var (code, output) = Run(TestPaths.RepoRoot, TimeSpan.FromMinutes(1), "stat", ["-c", "%d %i", cached, .. outputs]);
+        Assert.True(code == 0, output);
+        var ids = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        for (int i = 1; i < ids.Length; i++)
+        {
+            if (ids[i].Split(' ')[0] != ids[0].Split(' ')[0]) continue; // on another file system a copy is all there can be
+            Assert.True(ids[i] == ids[0], $"{outputs[i - 1]} is a copy of {cached}, not a link (a build from before the hard links: remove the bin/ folders and artifacts/notebook-lib, and build again)");
+        }
     }
 
     [Fact]

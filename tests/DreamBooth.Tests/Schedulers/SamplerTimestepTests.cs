@@ -4,8 +4,7 @@ namespace DreamBooth.Tests.Schedulers;
 
 /// <summary>
 /// Inference timesteps and σ against diffusers' published formulas, recomputed here independently in
-/// double precision, plus literal anchors. (Parity against diffusers' own Python classes is open: no
-/// Python torch on this machine.)
+/// double precision, plus literal anchors. Against diffusers' own classes: Parity/SamplingParityTests.
 /// </summary>
 public class SamplerTimestepTests
 {

@@ -5,6 +5,7 @@ using DreamBooth.Models.Vae;
 using DreamBooth.Tests.Infrastructure;
 using DreamBooth.Text;
 using DreamBooth.Training;
+using DreamBooth.Training.Optimizers;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
@@ -221,6 +222,68 @@ public class DreamBoothTrainerTests
     }
 
     [Fact]
+    public void The_trainers_flattened_lion_is_the_per_tensor_lion_and_resumes_its_state_bitwise()
+    {
+        // "lion" in the trainer is FlatLion (update and EMA conditional on the device, EMA one lerp over the flat UNet
+        // masters). Against the per-tensor Lion with its per-weight EMA: bf16, both groups with weight decay and
+        // clipping, EMA, alternate prior steps, TE frozen half way. A: per-tensor, 12 steps. B: per-tensor to step 6,
+        // cancelled (its state), resumed by the flattened trainer to 12. C: flattened, 12 steps. Saves bit for bit.
+        TrainingConfig Config(TempDir dir) => TinyConfig(dir) with
+        {
+            Epochs = 3, SaveEveryEpochs = 3, MixedPrecision = "bf16", Optimizer = "lion", UseEma = true, SaveEmaWeights = true,
+            TextEncoderStepRatio = 0.5, WeightDecay = 0.1, TextEncoderWeightDecay = 0.2, MaxGradNorm = 0.05, TextEncoderMaxGradNorm = 0.05,
+            SaveDtype = "fp32",   // the masters' own bits
+        };
+        Func<IReadOnlyList<ParamGroup>, TrainingOptimizer> perTensor = groups => new Lion(groups);
+        using var dirA = TestPaths.NewTempDir();
+        var a = Config(dirA);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(a, m, null, null, default, null, perTensor))
+        {
+            Assert.IsType<Lion>(t.Optimizer);
+            t.Run();
+            Assert.Equal(0, t.Ema!.FlatUpdates);
+        }
+
+        using var dirB = TestPaths.NewTempDir();
+        var b = Config(dirB);
+        using var cts = new CancellationTokenSource();
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(b, m, null, null, default, null, perTensor))
+            t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Step && e.Step == 6) cts.Cancel(); }), cts.Token);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(DreamBoothTrainer.ReadResumeConfig(b.OutputDir), m))
+        {
+            Assert.IsType<FlatLion>(t.Optimizer);
+            t.LoadState(b.OutputDir);
+            Assert.Equal(6, t.Step);
+            Assert.Equal(12, t.Run().Steps);
+            Assert.Equal(6, t.Ema!.FlatUpdates);
+        }
+
+        using var dirC = TestPaths.NewTempDir();
+        var c = Config(dirC);
+        using (var m = TinyModel())
+        using (var t = new DreamBoothTrainer(c, m))
+        {
+            var gradNorms = new List<double>();
+            t.Run(new Sync(e => { if (e.Kind == TrainingEventKind.Step) gradNorms.Add(e.GradNorm); }));
+            Assert.Contains(gradNorms, n => n > 0.05);   // the clip acted
+            Assert.Equal(12, t.Ema!.FlatUpdates);
+        }
+        foreach (var file in new[] { "tiny_0003.safetensors", "tiny_0003_ema.safetensors" })
+        {
+            var x = LoadSave(Path.Combine(a.OutputDir, file));
+            foreach (var other in new[] { b.OutputDir, c.OutputDir })
+            {
+                var y = LoadSave(Path.Combine(other, file));
+                Assert.Equal(x.Keys.Order(), y.Keys.Order());
+                foreach (var k in x.Keys) Assert.True(x[k].BitEqual(y[k]), $"{file} in {Path.GetFileName(Path.GetDirectoryName(other))}: {k} differs from the per-tensor Lion's");
+            }
+        }
+    }
+
+    [Fact]
     public void Text_encoder_trains_for_round_ratio_times_steps_then_is_frozen()
     {
         using var dir = TestPaths.NewTempDir();
@@ -311,20 +374,34 @@ public class DreamBoothTrainerTests
         Assert.All(a.Unet1.Keys, k => Assert.True(a.Unet1[k].BitEqual(b.Unet1[k]) && a.Unet1[k].BitEqual(c.Unet1[k]), $"{k}: the UNet changed with the TE's settings"));
     }
 
-    [Fact]
-    public void A_step_reads_the_device_once_for_its_gradient_check_and_norms()
+    [Theory]
+    [InlineData("lion", 1)]
+    [InlineData("lion", 2)]
+    [InlineData("adamw", 1)]
+    public void A_step_reads_the_device_once_and_with_lion_only_after_its_update_is_queued(string optimizer, int accumulation)
     {
-        // every device → host read of the step goes through HostRead: one per batch (its losses) and one per optimizer
-        // step (the finite check over every gradient and both grad norms), however many gradient tensors there are
+        // every device → host read of the loop goes through HostRead: one per optimizer step (each batch's losses, both
+        // grad norms and the finite check in one transfer), however many batches and gradient tensors. With the
+        // flattened Lion it comes after the update and EMA are queued (they are conditional on the device); an
+        // optimizer that steps per tensor reads before its update instead. The phases the step reports show where.
         using var dir = TestPaths.NewTempDir();
-        var c = TinyConfig(dir) with { Epochs = 2, TextEncoderStepRatio = 0.5 };
+        var c = TinyConfig(dir) with { Epochs = 2, TextEncoderStepRatio = 0.5, UseEma = true, Optimizer = optimizer, GradientAccumulationSteps = accumulation };
         using var m = TinyModel();
         Assert.True(m.UNet.parameters().Count() + m.TextEncoder.parameters().Count() > 100);
         using var t = new DreamBoothTrainer(c, m);
+        var phases = new List<(string Name, long Reads)>();
+        t.Training.PhaseStarted = name => phases.Add((name, HostRead.Count));
         long before = HostRead.Count;
         var r = t.Run();
-        Assert.Equal(8, r.Steps);
-        Assert.Equal(2 * r.Steps, HostRead.Count - before);
+        Assert.Equal(8 / accumulation, r.Steps);
+        Assert.Equal(r.Steps, HostRead.Count - before);
+
+        var perStep = Enumerable.Repeat(new[] { "forward", "backward" }, accumulation).SelectMany(x => x)
+            .Concat(optimizer == "lion" ? ["gradients", "optimizer", "ema", "read"] : ["gradients", "read", "optimizer", "ema"]);
+        Assert.Equal(Enumerable.Repeat(perStep, r.Steps).SelectMany(x => x), phases.Select(p => p.Name));
+        // no read anywhere but in "read": at each phase the count is what the reads of earlier "read" phases made
+        for (int i = 0; i < phases.Count; i++)
+            Assert.Equal(before + phases.Take(i).Count(p => p.Name == "read"), phases[i].Reads);
     }
 
     [Fact]

@@ -83,3 +83,65 @@ public class EmaAndPriorTests
         Assert.Throws<DreamBoothException>(() => TensorStateFile.Load(dir.File("bad.bin")));
     }
 }
+
+public class FlatEmaTests
+{
+    static readonly long[][] Shapes = [[3, 5], [7], [2, 3, 4, 4], [1], [33], [17, 3]];
+
+    [Fact]
+    public void One_lerp_over_a_flat_span_equals_the_update_per_weight_bit_for_bit()
+    {
+        // the weights EMA follows as one contiguous buffer (the flattened Lion's) and as separate tensors: the same
+        // values, with warm-up (lerp weights 0.9 … below 0.5) and without; every update compared bit for bit
+        var gen = new Generator(5);
+        var separate = Shapes.Select(s => torch.randn(s, generator: gen)).ToList();
+        long total = separate.Sum(t => t.NumberOfElements);
+        var buffer = torch.empty(total);
+        var views = new List<Tensor>();
+        long offset = 0;
+        foreach (var t in separate)
+        {
+            var v = buffer.narrow(0, offset, t.NumberOfElements).view(t.shape);
+            v.copy_(t);
+            views.Add(v);
+            offset += t.NumberOfElements;
+        }
+        var names = Shapes.Select((_, i) => $"w{i}").ToArray();
+        foreach (bool warmup in new[] { true, false })
+        {
+            using var flat = new EmaModel(names.Zip(views), decay: 0.99, warmup);
+            using var perWeight = new EmaModel(names.Zip(separate), decay: 0.99, warmup);
+            for (int step = 0; step < 12; step++)
+            {
+                using (torch.no_grad())
+                    for (int i = 0; i < separate.Count; i++)
+                    {
+                        using var d = torch.randn(separate[i].shape, generator: gen);
+                        separate[i].add_(d);
+                        views[i].add_(d);
+                    }
+                flat.Update(names.Zip(views));
+                perWeight.Update(names.Zip(separate));
+                foreach (var n in names) Assert.True(flat.Shadow[n].BitEqual(perWeight.Shadow[n]), $"warmup {warmup} step {step}: {n}");
+            }
+            Assert.Equal(12, flat.FlatUpdates);
+            Assert.Equal(0, perWeight.FlatUpdates);
+        }
+    }
+
+    [Fact]
+    public void A_false_device_condition_keeps_the_shadow_and_is_not_counted()
+    {
+        var p = torch.randn(4, 3);
+        using var ema = new EmaModel([("w", p)], decay: 0.9, warmup: true);
+        using (torch.no_grad()) p.add_(1f);
+        ema.Update([("w", p)], torch.ones([], ScalarType.Bool));
+        var before = ema.Shadow["w"].clone();
+        Assert.Equal(1, ema.Updates);
+        using (torch.no_grad()) p.add_(1f);
+        ema.Update([("w", p)], torch.zeros([], ScalarType.Bool));
+        ema.StepWasSkipped();
+        Assert.True(ema.Shadow["w"].BitEqual(before));
+        Assert.Equal(1, ema.Updates);   // the warm-up decay of the next update is the one it would have been
+    }
+}

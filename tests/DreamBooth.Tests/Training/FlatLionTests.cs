@@ -112,3 +112,120 @@ public class FlatLionTests
         Assert.True(MaxAbsDiff(netA.weight, netB.weight) == 0f);
     }
 }
+
+public class FlatLionConditionalStepTests
+{
+    static readonly long[][] Shapes = [[3, 5], [7], [2, 3, 4, 4], [1], [33]];
+
+    static List<Tensor> Params(long seed)
+    {
+        var gen = new Generator((ulong)seed);
+        return Shapes.Select(s => torch.randn(s, generator: gen).requires_grad_(true)).ToList();
+    }
+
+    static void SetGrads(IReadOnlyList<Tensor> ps, int step, bool poison = false)
+    {
+        var gen = new Generator((ulong)(50 + step));
+        using var _ = torch.no_grad();
+        for (int i = 0; i < ps.Count; i++)
+        {
+            var g = torch.randn(ps[i].shape, generator: gen);
+            if (poison && i == 2) { g[0, 1, 2, 3].fill_(float.NaN); g[1, 0, 0, 0].fill_(float.PositiveInfinity); }
+            ps[i].grad = g;
+        }
+    }
+
+    [Theory]
+    [InlineData(7L)]
+    [InlineData(1L << 24)]
+    public void A_step_conditional_on_the_device_equals_the_plain_step_when_true_and_keeps_every_bit_when_false(long chunk)
+    {
+        var a = Params(1);
+        var b = Params(1);
+        using var plain = new FlatLion([new ParamGroup("unet", a, 1e-3, 0.1)], chunkElements: chunk);
+        using var conditional = new FlatLion([new ParamGroup("unet", b, 1e-3, 0.1)], chunkElements: chunk);
+        using var yes = torch.ones([], ScalarType.Bool);
+        using var no = torch.zeros([], ScalarType.Bool);
+        for (int step = 0; step < 5; step++)
+        {
+            if (step == 2)
+            {
+                // a NaN and an inf gradient, condition false: parameters and momentum keep every bit, the step is taken back
+                var before = b.Select(p => p.detach().clone()).ToList();
+                var momentum = conditional.StateDict();
+                SetGrads(b, step, poison: true);
+                conditional.Step(no);
+                conditional.StepWasSkipped();
+                conditional.ZeroGrad();
+                for (int i = 0; i < b.Count; i++) Assert.True(b[i].BitEqual(before[i]), $"param {i} moved on a skipped step");
+                var after = conditional.StateDict();
+                Assert.Equal(momentum.Keys.Order(), after.Keys.Order());
+                foreach (var (k, t) in momentum) Assert.True(t.BitEqual(after[k]), $"{k} changed on a skipped step");
+            }
+            SetGrads(a, step);
+            SetGrads(b, step);
+            plain.Step();
+            conditional.Step(yes);
+            plain.ZeroGrad();
+            conditional.ZeroGrad();
+            for (int i = 0; i < a.Count; i++) Assert.True(a[i].BitEqual(b[i]), $"step {step} param {i}");
+        }
+        var sa = plain.StateDict();
+        var sb = conditional.StateDict();
+        foreach (var (k, t) in sa) Assert.True(t.BitEqual(sb[k]), k);
+        Assert.Equal(5L, sb["unet/0/step"].item<long>());   // the skipped step did not count
+    }
+
+    [Fact]
+    public void Released_gradients_free_their_buffer_between_steps_and_still_match_lion_on_master_weights()
+    {
+        manual_seed(11);
+        var netA = nn.Linear(6, 5);
+        var netB = nn.Linear(6, 5);
+        netB.load_state_dict(netA.state_dict());
+        using var mwA = new MasterWeights(netA, ScalarType.BFloat16);
+        using var mwB = new MasterWeights(netB, ScalarType.BFloat16);
+        using var lion = new Lion([new ParamGroup("g", mwA.Masters, 1e-2, 0.01)]);
+        using var flat = new FlatLion([new ParamGroup("g", mwB.Masters, 1e-2, 0.01)], releaseGradients: true);
+        long values = mwB.Masters.Sum(m => m.NumberOfElements);
+        long withoutGrads = flat.StateBytes;
+        var x = torch.randn(3, 6).to(ScalarType.BFloat16);
+        for (int step = 0; step < 3; step++)
+        {
+            netA.forward(x).to(ScalarType.Float32).square().mean().backward();
+            netB.forward(x).to(ScalarType.Float32).square().mean().backward();
+            mwA.MoveGradsToMasters();
+            flat.AttachGradients();   // the views the masters' gradients are written into
+            Assert.Equal(withoutGrads + 4 * values, flat.StateBytes);
+            mwB.MoveGradsToMasters();
+            lion.Step();
+            flat.Step();
+            lion.ZeroGrad();
+            flat.ZeroGrad();
+            Assert.Equal(withoutGrads, flat.StateBytes);   // no fp32 gradient buffer held through the next forward/backward
+            Assert.All(mwB.Masters, m => { using var g = m.grad; Assert.Null(g); });
+            mwA.CopyMastersToModel();
+            mwB.CopyMastersToModel();
+        }
+        for (int i = 0; i < mwA.Masters.Count; i++) Assert.True(mwA.Masters[i].BitEqual(mwB.Masters[i]));
+    }
+
+    [Fact]
+    public void State_of_the_per_tensor_lion_loads_and_a_group_at_mixed_steps_is_refused()
+    {
+        var a = Params(3);
+        var b = Params(3);
+        using var lion = new Lion([new ParamGroup("unet", a, 1e-3, 0.1)]);
+        for (int step = 0; step < 2; step++) { SetGrads(a, step); lion.Step(); }
+        using var flat = new FlatLion([new ParamGroup("unet", b, 1e-3, 0.1)]);
+        var state = lion.StateDict();
+        flat.LoadStateDict(state);
+        var back = flat.StateDict();
+        Assert.Equal(state.Keys.Order(), back.Keys.Order());
+        foreach (var (k, t) in state) Assert.True(t.BitEqual(back[k]), k);
+
+        state["unet/1/step"] = torch.tensor(1L);
+        var e = Assert.Throws<DreamBoothException>(() => flat.LoadStateDict(state));
+        Assert.Contains("'unet' has parameters at different steps", e.Message);
+    }
+}

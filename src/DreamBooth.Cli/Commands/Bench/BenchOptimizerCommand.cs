@@ -10,7 +10,9 @@ namespace DreamBooth.Cli.Commands.Bench;
 /// <summary>
 /// `dreambooth bench optimizer`: one Lion step over the UNet's parameter tensors, per tensor (<see cref="Lion"/>,
 /// about seven kernels per tensor) against flattened buffers (<see cref="FlatLion"/>, a few kernels per 16 Mi
-/// values). Same parameters, same random gradients; one JSON line per optimizer.
+/// values), and the flattened one as the trainer runs it: conditional on a device-side finite check (the gradient
+/// zeroed where the check fails, the factors chosen on the device: one more pass). Same parameters, same random
+/// gradients; one JSON line per variant.
 /// </summary>
 public sealed class BenchOptimizerCommand : IBenchSubcommand
 {
@@ -36,7 +38,7 @@ public sealed class BenchOptimizerCommand : IBenchSubcommand
             long count = parameters.Sum(p => p.NumberOfElements);
             using (no_grad())
                 foreach (var p in parameters) { using var g = randn_like(p); p.grad = g; }
-            foreach (var name in new[] { "lion", "flat-lion" })
+            foreach (var (name, conditional) in new[] { ("lion", false), ("flat-lion", false), ("flat-lion", true) })
             {
                 ct.ThrowIfCancellationRequested();
                 GC.Collect();
@@ -44,7 +46,8 @@ public sealed class BenchOptimizerCommand : IBenchSubcommand
                 var group = new ParamGroup("unet", parameters, 1e-6, 1e-2);
                 using var lion = name == "lion" ? new Lion([group]) : null;
                 using var flat = name == "flat-lion" ? new FlatLion([group]) : null;
-                void Step() { if (lion is not null) lion.Step(); else flat!.Step(); }
+                using var apply = conditional ? ones([], ScalarType.Bool, dev) : null;
+                void Step() { if (lion is not null) lion.Step(); else flat!.Step(apply); }
                 Step(); // warm-up: allocates the state
                 BenchSupport.Sync(dev);
                 var clock = Stopwatch.StartNew();
@@ -55,6 +58,7 @@ public sealed class BenchOptimizerCommand : IBenchSubcommand
                 {
                     bench = "optimizer",
                     optimizer = name,
+                    conditional,
                     model = isTiny ? "tiny-unet" : "sd15-unet",
                     tensors = parameters.Count,
                     parameters = count,

@@ -24,6 +24,9 @@ public sealed class BenchPrepareCommand : IBenchSubcommand
             int n = parse.GetValue(count);
             double megapixels = parse.GetValue(mp);
             if (n <= 0 || megapixels <= 0) throw new DreamBoothException("--images and --megapixels must be positive");
+            if (megapixels > IngestOptions.Default.MaxMegapixels)
+                throw new DreamBoothException($"--megapixels {megapixels}: expected at most {IngestOptions.Default.MaxMegapixels} (larger photos are skipped by prepare's decompression-bomb guard)");
+            var target = Bucket.Parse(parse.GetValue(size)!, "--size");   // checked before any photo is generated
             var dir = Path.Combine(Path.GetTempPath(), $"dreambooth-bench-prepare-{Guid.NewGuid():N}");
             var raw = Path.Combine(dir, "raw");
             Directory.CreateDirectory(raw);
@@ -36,7 +39,7 @@ public sealed class BenchPrepareCommand : IBenchSubcommand
                 var cpu0 = proc.TotalProcessorTime;
                 var sw = Stopwatch.StartNew();
                 var report = await DatasetPreparer.RunAsync(raw, Path.Combine(dir, "out"),
-                    new PrepareOptions { Size = Bucket.Parse(parse.GetValue(size)!), MaxParallelism = parse.GetValue(jobs), Force = true }, null, ct);
+                    new PrepareOptions { Size = target, MaxParallelism = parse.GetValue(jobs), Force = true }, null, ct);
                 sw.Stop();
                 proc.Refresh();
                 double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds;

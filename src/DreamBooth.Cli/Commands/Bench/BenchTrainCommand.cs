@@ -14,16 +14,17 @@ namespace DreamBooth.Cli.Commands.Bench;
 /// <summary>
 /// `dreambooth bench train`: the DreamBooth training step (1 instance + 1 prior sample, cached latents) on the
 /// SD1.5 architecture with random weights, for each size × {UNet+TE, UNet} × EMA × gradient checkpointing × optimizer.
-/// Step-level: it drives the models, <see cref="MasterWeights"/>, the optimizer and <see cref="EmaModel"/>
-/// directly (the same parts the trainer loop uses), not the trainer loop itself. Warm-up steps, then timed
-/// steps (no host synchronisation inside them but the last loss read); then, when asked, a few profiled steps with a
-/// synchronisation after each phase (forward, backward, optimizer, EMA), which give for each phase the time the host
-/// spent issuing it against the time until the device finished it. One JSON line per case with it/s, ms/step, peak
-/// memory, the step's model FLOPs (<see cref="FlopCount"/>) and achieved TFLOP/s.
+/// It runs the trainer's own step: <see cref="DreamBoothStep"/> (what <see cref="DreamBoothTrainer"/> calls for every
+/// step: <see cref="DreamBoothStep.TrainStep"/> then <see cref="DreamBoothStep.OptimizerStep"/> with its one host read)
+/// with the recipe's settings (LR, weight decay, UNet clipping at 1, EMA decay), fed random cached latents instead
+/// of a data set. Warm-up steps, then timed steps; then, when asked, a few profiled steps with a synchronisation at
+/// each phase boundary (<see cref="DreamBoothStep.PhaseStarted"/>: forward, backward, gradients, optimizer, EMA, read),
+/// which give for each phase the time the host spent issuing it against the time until the device finished it. One
+/// JSON line per case with it/s, ms/step, peak memory, the step's model FLOPs (<see cref="FlopCount"/>) and achieved TFLOP/s.
 /// </summary>
 public sealed class BenchTrainCommand : IBenchSubcommand
 {
-    public const string Loop = "step-level: CLIPTextModel + UNet2DConditionModel + MasterWeights + optimizer + EmaModel driven directly (not DreamBoothTrainer)";
+    public const string Loop = "trainer step: DreamBoothStep.TrainStep + OptimizerStep (what DreamBoothTrainer runs), random cached latents";
 
     public Command Build()
     {
@@ -36,7 +37,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
         var trainTe = new Option<string>("--train-text-encoder") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
         var ema = new Option<string>("--ema") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
         var gc = new Option<string>("--gradient-checkpointing") { Description = "on, off or both", DefaultValueFactory = _ => "both" };
-        var optimizer = new Option<string>("--optimizer") { Description = $"Comma-separated: {string.Join(", ", Optimizers)} (lion, adamw, adamw8bit per tensor as the trainer uses them; flat-lion over flattened buffers)", DefaultValueFactory = _ => "lion" };
+        var optimizer = new Option<string>("--optimizer") { Description = $"Comma-separated: {string.Join(", ", Optimizers)} (lion, adamw, adamw8bit as the trainer uses them: lion over flattened buffers, the others per tensor; lion-per-tensor for comparison)", DefaultValueFactory = _ => "lion" };
         var peak = new Option<double?>("--peak-tflops") { Description = "The device's dense bf16 peak in TFLOP/s for the % column (default: from the GPU name)" };
         var profile = new Option<int>("--profile-steps") { Description = "Extra steps after the timed ones with a synchronisation after each phase (forward, backward, optimizer, EMA): host-issue vs device-done ms per phase; 0 = none", DefaultValueFactory = _ => 2 };
         var cmd = new Command("train", "DreamBooth training-step it/s, ms/step, peak memory and TFLOP/s on random SD1.5 weights (JSON lines)");
@@ -80,7 +81,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
                                     train_text_encoder = te, ema = useEma, gradient_checkpointing = checkpointing,
                                     optimizer = opt, dtype = BenchSupport.DtypeName(type), masters = type == ScalarType.Float32 ? "shared fp32" : "fp32",
                                     warmup_steps = warm, steps = timed,
-                                    it_per_s = BenchSupport.Round(1.0 / r.SecondsPerStep, 4),
+                                    it_per_s = BenchSupport.Significant(1.0 / r.SecondsPerStep),
                                     ms_per_step = BenchSupport.Round(r.SecondsPerStep * 1000, 2),
                                     peak_memory_mib = r.PeakMiB, memory_kind = r.MemoryKind,
                                     step_tflop = BenchSupport.Round(tflop, isTiny ? 9 : 3),
@@ -101,7 +102,7 @@ public sealed class BenchTrainCommand : IBenchSubcommand
     }
 
     /// <summary>The optimizers a case can use.</summary>
-    public static readonly string[] Optimizers = ["lion", "flat-lion", "adamw", "adamw8bit"];
+    public static readonly string[] Optimizers = ["lion", "lion-per-tensor", "adamw", "adamw8bit"];
 
     static List<string> ParseOptimizers(string value)
     {
@@ -123,85 +124,53 @@ public sealed class BenchTrainCommand : IBenchSubcommand
 
     static Result Run(Case c, CLIPTextConfig teConfig, UNet2DConditionConfig unetConfig, CancellationToken ct)
     {
-        var schedule = NoiseSchedule.StableDiffusion15;
         GC.Collect();
         using var memory = new BenchSupport.PeakMemory(c.Device);
         manual_seed(1);
         using var textEncoder = new CLIPTextModel(teConfig);
         using var unet = new UNet2DConditionModel(unetConfig);
         ResetGroupNorms(unet);
-        unet.GradientCheckpointing = c.GradientCheckpointing;
-        unet.train();
-        textEncoder.train(c.TrainTextEncoder);
-        foreach (var p in textEncoder.parameters()) p.requires_grad_(c.TrainTextEncoder);
-
-        // masters are captured in fp32 on the device, then the modules become the compute copies
         unet.to(c.Device);
         textEncoder.to(c.Device);
-        using var unetMasters = new MasterWeights(unet, c.Dtype);
-        using var teMasters = c.TrainTextEncoder ? new MasterWeights(textEncoder, c.Dtype) : null;
-        if (!c.TrainTextEncoder) textEncoder.to(c.Dtype);
-        var groups = new List<ParamGroup> { new("unet", unetMasters.Masters, 5e-7, 1e-2) };
-        if (teMasters is not null) groups.Add(new ParamGroup("text_encoder", teMasters.Masters, 5e-7, 1e-2));
-        using var perTensor = c.Optimizer == "flat-lion" ? null : TrainingOptimizer.Create(c.Optimizer, groups);
-        using var flat = c.Optimizer == "flat-lion" ? new FlatLion(groups) : null;
-        using var ema = c.Ema ? new EmaModel(unetMasters.Names.Zip(unetMasters.Masters), 0.9999, warmup: false, c.Device) : null;
+
+        // the recipe's settings (LR, weight decay, UNet clip 1, EMA decay) but what the case varies
+        var config = new TrainingConfig
+        {
+            MixedPrecision = c.Dtype switch { ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "fp16", _ => "no" },
+            Optimizer = c.Optimizer == "lion-per-tensor" ? "lion" : c.Optimizer,
+            UseEma = c.Ema,
+            EmaDevice = "device",
+            GradientCheckpointing = c.GradientCheckpointing,
+            PriorStepping = "joint",
+        };
+        int total = c.Warmup + c.Steps + c.ProfileSteps;
+        using var step = new DreamBoothStep(config, unet, textEncoder, NoiseSchedule.StableDiffusion15, c.Device, total,
+            textEncoderSteps: c.TrainTextEncoder ? total : 0, optimizer: c.Optimizer == "lion-per-tensor" ? groups => new Lion(groups) : null);
 
         // cached latents of the instance and the prior image, and their token ids
         long lh = c.Height / c.Factor, lw = c.Width / c.Factor;
         using var latents = (randn(2, unetConfig.InChannels, lh, lw, device: c.Device) * 0.18215).DetachFromDisposeScope();
-        using var ids = randint(0, 49406, [2, 77], dtype: ScalarType.Int64, device: c.Device).DetachFromDisposeScope();
-        Tensor? cachedEmbeddings = null;
-        if (!c.TrainTextEncoder)
-            using (no_grad())
-                cachedEmbeddings = textEncoder.forward(ids).DetachFromDisposeScope();
+        using var idsHost = randint(0, 49406, [2, 77], dtype: ScalarType.Int64).DetachFromDisposeScope();
+        using var ids = idsHost.to(c.Device).DetachFromDisposeScope();
+        var inputs = new StepInputs(latents, ids, idsHost, Instances: 1, Classes: 1);
+        var gen = c.Device.type == DeviceType.CPU ? new Generator(7) : new Generator(7, c.Device);
 
         double lastLoss = double.NaN;
         var clock = new Stopwatch();
         var timer = new PhaseTimer(c.Device);
-        int total = c.Warmup + c.Steps;
-        for (int step = 0; step < total + c.ProfileSteps; step++)
+        step.PhaseStarted = timer.Begin;
+        for (int s = 0; s < total; s++)
         {
             ct.ThrowIfCancellationRequested();
-            if (step == c.Warmup) { BenchSupport.Sync(c.Device); clock.Start(); }
-            if (step == total) { BenchSupport.Sync(c.Device); clock.Stop(); timer.Enabled = true; }
-            Tensor loss;
-            using (var scope = NewDisposeScope())
-            {
-                timer.Begin("forward");
-                var noise = randn_like(latents);
-                var timesteps = randint(0, schedule.NumTrainTimesteps, [2], dtype: ScalarType.Int64, device: c.Device);
-                var noisy = schedule.AddNoise(latents, noise, timesteps);
-                var encoderHiddenStates = cachedEmbeddings ?? textEncoder.forward(ids);
-                var modelPred = unet.forward(noisy.to(c.Dtype), timesteps, encoderHiddenStates.to(c.Dtype)).to(ScalarType.Float32);
-                var target = schedule.Target(latents, noise, timesteps);
-                var (predInstance, predPrior) = (modelPred[0..1], modelPred[1..2]);
-                var (targetInstance, targetPrior) = (target[0..1], target[1..2]);
-                var instanceLoss = nn.functional.mse_loss(predInstance, targetInstance);
-                var priorLoss = nn.functional.mse_loss(predPrior, targetPrior);
-                var fullLoss = instanceLoss + 1.0 * priorLoss;
-                loss = fullLoss.detach().MoveToOuterDisposeScope();
-                timer.Begin("backward");
-                fullLoss.backward();
-            }
-            timer.Begin("optimizer");
-            unetMasters.CopyGradsToMasters();
-            teMasters?.CopyGradsToMasters();
-            if (perTensor is not null) { perTensor.Step(); perTensor.ZeroGrad(); }
-            else { flat!.Step(); flat.ZeroGrad(); }
-            unetMasters.CopyMastersToModel();
-            teMasters?.CopyMastersToModel();
-            if (ema is not null)
-            {
-                timer.Begin("ema");
-                ema.Update(unetMasters.Names.Zip(unetMasters.Masters));
-            }
+            if (s == c.Warmup) { BenchSupport.Sync(c.Device); clock.Start(); }
+            if (s == c.Warmup + c.Steps) { BenchSupport.Sync(c.Device); clock.Stop(); timer.Enabled = true; }
+            using var scope = NewDisposeScope();
+            var losses = step.TrainStep(inputs, config.PriorLossWeight, gen);
+            var outcome = step.OptimizerStep(s, [losses]);   // the trainer's one read of the step
             timer.End();
-            if (step == total - 1) lastLoss = loss.item<float>(); // the one host read of the timed steps: the logged loss
-            loss.Dispose();
+            lastLoss = outcome.Batches[0].Loss;
         }
         if (clock.IsRunning) { BenchSupport.Sync(c.Device); clock.Stop(); }
-        cachedEmbeddings?.Dispose();
         return new Result(clock.Elapsed.TotalSeconds / c.Steps, memory.PeakMiB, memory.Kind, lastLoss, c.ProfileSteps > 0 ? timer.Averages() : null);
     }
 

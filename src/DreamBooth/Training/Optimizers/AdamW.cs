@@ -11,7 +11,7 @@ namespace DreamBooth.Training.Optimizers;
 /// p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)
 /// </code>
 /// </summary>
-public sealed class AdamW : TrainingOptimizer
+public sealed class AdamW : PerTensorOptimizer
 {
     public double Beta1 { get; }
     public double Beta2 { get; }

@@ -9,7 +9,7 @@ namespace DreamBooth.Training.Optimizers;
 /// and v with the unsigned one, one byte per value plus one float per 2048-value block. Each step
 /// dequantizes, applies the AdamW update in fp32, and requantizes. Smaller tensors keep fp32 moments.
 /// </summary>
-public sealed class AdamW8bit : TrainingOptimizer
+public sealed class AdamW8bit : PerTensorOptimizer
 {
     public const int MinQuantizedSize = 4096;
     readonly BlockwiseQuantizer _signed = new(signed: true);

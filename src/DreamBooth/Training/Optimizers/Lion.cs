@@ -12,7 +12,7 @@ namespace DreamBooth.Training.Optimizers;
 /// </code>
 /// One state tensor (m) per parameter.
 /// </summary>
-public sealed class Lion : TrainingOptimizer
+public sealed class Lion : PerTensorOptimizer
 {
     public double Beta1 { get; }
     public double Beta2 { get; }

@@ -28,15 +28,13 @@ public sealed class ParamGroup
 }
 
 /// <summary>
-/// Optimizer over fp32 (master) parameters with per-group LR/WD. Reads each parameter's <c>.grad</c>,
-/// updates it in place under no_grad. State is per parameter, addressed as <c>{group}/{index}/{slot}</c>
-/// for saving and resuming.
+/// Optimizer over fp32 (master) parameters with per-group LR/WD. Reads each parameter's <c>.grad</c> and updates it in
+/// place under no_grad. State is addressed per parameter as <c>{group}/{index}/{slot}</c> (+ <c>/step</c>) for saving
+/// and resuming, whatever the implementation keeps in memory: <see cref="PerTensorOptimizer"/> (Lion, AdamW, AdamW
+/// 8-bit: a few kernels per parameter tensor) or <see cref="FlatLion"/> (the trainer's "lion": flattened buffers).
 /// </summary>
 public abstract class TrainingOptimizer : IDisposable
 {
-    readonly Dictionary<(int Group, int Index), Dictionary<string, Tensor>> _state = new();
-    readonly Dictionary<(int Group, int Index), long> _steps = new();
-
     public IReadOnlyList<ParamGroup> Groups { get; }
 
     protected TrainingOptimizer(IReadOnlyList<ParamGroup> groups)
@@ -46,50 +44,52 @@ public abstract class TrainingOptimizer : IDisposable
         Groups = groups;
     }
 
+    /// <summary>
+    /// The optimizer a config names: "lion" is <see cref="FlatLion"/> (bitwise the per-tensor <see cref="Lion"/>, over
+    /// flattened buffers, and it can skip a step on the device); "adamw" and "adamw8bit" step per tensor.
+    /// </summary>
     public static TrainingOptimizer Create(string name, IReadOnlyList<ParamGroup> groups) => name switch
     {
-        "lion" => new Lion(groups),
+        "lion" => new FlatLion(groups),
         "adamw" => new AdamW(groups),
         "adamw8bit" => new AdamW8bit(groups),
         _ => throw new DreamBoothException($"optimizer = \"{name}\" is not one of: {string.Join(", ", TrainingConfig.Optimizers)}"),
     };
 
     /// <summary>One update of every enabled group's parameters that have a gradient.</summary>
-    public void Step()
+    public void Step() => Step(apply: null);
+
+    /// <summary>
+    /// One update. With <paramref name="apply"/> (a 0-dim bool tensor on the parameters' device) the update is queued
+    /// without reading anything back and takes effect only where it holds true: when false, parameters and state keep
+    /// every bit (the trainer's finite check, decided on the device). Only optimizers with
+    /// <see cref="CanSkipOnDevice"/> accept it; the host learns the outcome later and calls
+    /// <see cref="StepWasSkipped"/> when it was false.
+    /// </summary>
+    public abstract void Step(Tensor? apply);
+
+    /// <summary>Whether <see cref="Step(Tensor?)"/> accepts a device-side condition (else the caller decides on the host first).</summary>
+    public virtual bool CanSkipOnDevice => false;
+
+    /// <summary>The last <see cref="Step(Tensor?)"/> with a condition turned out false: its step counts are taken back.</summary>
+    public virtual void StepWasSkipped() =>
+        throw new NotSupportedException($"{GetType().Name} does not step conditionally on the device");
+
+    /// <summary>
+    /// Makes sure every parameter of the enabled groups has a gradient tensor to be written into (the flattened
+    /// optimizer's views; per-tensor optimizers need nothing), so gradients can be copied in place.
+    /// </summary>
+    public virtual void AttachGradients() { }
+
+    /// <summary>Multiplies the gradients of group <paramref name="group"/> by the 0-dim device tensor <paramref name="factor"/> (clipping without a host read).</summary>
+    public virtual void ScaleGradients(int group, Tensor factor)
     {
         using var _ = torch.no_grad();
-        for (int gi = 0; gi < Groups.Count; gi++)
-        {
-            var g = Groups[gi];
-            if (!g.Enabled) continue;
-            for (int i = 0; i < g.Params.Count; i++)
-            {
-                var p = g.Params[i];
-                using var grad = p.grad;
-                if (grad is null) continue;
-                using var scope = torch.NewDisposeScope();
-                var key = (gi, i);
-                if (!_state.TryGetValue(key, out var st))
-                {
-                    st = new Dictionary<string, Tensor>();
-                    InitState(p, st);
-                    _state[key] = st;
-                }
-                long t = _steps.GetValueOrDefault(key) + 1;
-                _steps[key] = t;
-                StepParameter(p, grad, st, t, g.LearningRate, g.WeightDecay);
-            }
-        }
+        foreach (var p in Groups[group].Params) { using var g = p.grad; g?.mul_(factor); }
     }
 
-    /// <summary>Creates the (detached, long-lived) state tensors of one parameter.</summary>
-    protected abstract void InitState(Tensor p, Dictionary<string, Tensor> state);
-
-    /// <summary>Updates <paramref name="p"/> in place (no_grad and a dispose scope are active).</summary>
-    protected abstract void StepParameter(Tensor p, Tensor grad, Dictionary<string, Tensor> state, long step, double lr, double weightDecay);
-
-    /// <summary>Sets every gradient of every group to none (frees the memory).</summary>
-    public void ZeroGrad()
+    /// <summary>Releases every gradient of every group (set to none; the flattened optimizer may keep its buffer).</summary>
+    public virtual void ZeroGrad()
     {
         foreach (var g in Groups)
             foreach (var p in g.Params)
@@ -103,18 +103,9 @@ public abstract class TrainingOptimizer : IDisposable
     }
 
     /// <summary>Frees the state of a group (the TE after it stops training keeps no optimizer state).</summary>
-    public void DropState(string groupName)
-    {
-        int gi = IndexOf(groupName);
-        foreach (var key in _state.Keys.Where(k => k.Group == gi).ToList())
-        {
-            foreach (var t in _state[key].Values) t.Dispose();
-            _state.Remove(key);
-            _steps.Remove(key);
-        }
-    }
+    public abstract void DropState(string groupName);
 
-    int IndexOf(string groupName)
+    protected int IndexOf(string groupName)
     {
         for (int i = 0; i < Groups.Count; i++) if (Groups[i].Name == groupName) return i;
         throw new ArgumentException($"no parameter group '{groupName}'");
@@ -122,8 +113,9 @@ public abstract class TrainingOptimizer : IDisposable
 
     /// <summary>
     /// Bytes of state <paramref name="name"/> keeps for parameters of these element counts (what <see cref="StateBytes"/>
-    /// reports once every parameter has stepped): Lion one fp32 momentum, AdamW two, AdamW 8-bit one byte per moment
-    /// value (padded to whole blocks) plus one fp32 absmax per block and moment, fp32 for tensors below its threshold.
+    /// reports once every parameter has stepped, and what a training state stores): Lion one fp32 momentum, AdamW two,
+    /// AdamW 8-bit one byte per moment value (padded to whole blocks) plus one fp32 absmax per block and moment, fp32
+    /// for tensors below its threshold.
     /// </summary>
     public static long StateBytesFor(string name, IEnumerable<long> parameterSizes) => name switch
     {
@@ -139,46 +131,17 @@ public abstract class TrainingOptimizer : IDisposable
     };
 
     /// <summary>Bytes held by optimizer state (for memory reports and the 8-bit test).</summary>
-    public long StateBytes => _state.Values.SelectMany(d => d.Values).Sum(t => t.NumberOfElements * t.ElementSize);
+    public abstract long StateBytes { get; }
 
     /// <summary>
     /// The state tensors keyed <c>{group}/{index}/{slot}</c>, step counters as <c>/step</c>: CPU copies (<paramref name="copy"/>),
-    /// or handles to the state tensors themselves (no second copy of the optimizer state in memory while a state file is
-    /// written). The caller disposes the returned tensors either way (disposing a handle leaves the state alone).
+    /// or handles to (views of) the state tensors themselves (no second copy of the optimizer state in memory while a state
+    /// file is written). The caller disposes the returned tensors either way (disposing a handle leaves the state alone).
     /// </summary>
-    public Dictionary<string, Tensor> StateDict(bool copy = true)
-    {
-        var d = new Dictionary<string, Tensor>();
-        foreach (var ((gi, i), st) in _state)
-        {
-            string prefix = $"{Groups[gi].Name}/{i}/";
-            foreach (var (slot, t) in st) d[prefix + slot] = copy ? t.detach().cpu().clone() : t.detach();
-            d[prefix + "step"] = torch.tensor(_steps[(gi, i)], ScalarType.Int64);
-        }
-        return d;
-    }
+    public abstract Dictionary<string, Tensor> StateDict(bool copy = true);
 
-    /// <summary>Replaces the state with <paramref name="state"/> (keys from <see cref="StateDict"/>); tensors are copied to each parameter's device.</summary>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
-    {
-        foreach (var st in _state.Values) foreach (var t in st.Values) t.Dispose();
-        _state.Clear();
-        _steps.Clear();
-        foreach (var (key, t) in state)
-        {
-            var parts = key.Split('/');
-            if (parts.Length != 3) throw new DreamBoothException($"optimizer state: malformed key '{key}'");
-            int gi = IndexOf(parts[0]);
-            if (!int.TryParse(parts[1], out int i) || i < 0 || i >= Groups[gi].Params.Count)
-                throw new DreamBoothException($"optimizer state: key '{key}' names no parameter");
-            var p = Groups[gi].Params[i];
-            if (parts[2] == "step") { _steps[(gi, i)] = t.item<long>(); continue; }
-            if (!_state.TryGetValue((gi, i), out var st)) _state[(gi, i)] = st = new Dictionary<string, Tensor>();
-            st[parts[2]] = t.detach().to(p.device).clone().DetachFromDisposeScope();
-        }
-        foreach (var k in _state.Keys)
-            if (!_steps.ContainsKey(k)) throw new DreamBoothException($"optimizer state: '{Groups[k.Group].Name}/{k.Index}' has no step counter");
-    }
+    /// <summary>Replaces the state with <paramref name="state"/> (keys from <see cref="StateDict"/> of any implementation of the same algorithm).</summary>
+    public abstract void LoadStateDict(IReadOnlyDictionary<string, Tensor> state);
 
     public void Dispose()
     {
@@ -186,11 +149,7 @@ public abstract class TrainingOptimizer : IDisposable
         GC.SuppressFinalize(this);
     }
 
-    protected virtual void Dispose(bool disposing)
-    {
-        foreach (var st in _state.Values) foreach (var t in st.Values) t.Dispose();
-        _state.Clear();
-    }
+    protected virtual void Dispose(bool disposing) { }
 
     protected static Tensor Persistent(Tensor t) => t.DetachFromDisposeScope();
 }
