@@ -224,6 +224,11 @@ public sealed class FlatLion : TrainingOptimizer
             var decay = apply is null || wd == 0 ? null : Factor(1.0 - lr * wd, apply, f.Device);
             var stepSize = apply is null ? null : Factor(-lr, apply, f.Device, otherwise: 0.0);
             var beta2 = apply is null ? null : Factor(Beta2, apply, f.Device);
+            // every scalar argument is held here until the loop ends: TorchSharp passes a Scalar's native handle
+            // without keeping the managed object alive, so an inline `value: 1.0` may be finalized by a GC on another
+            // thread while the kernel still reads it (seen once: addcmul_ failed in c10::Scalar::toFloat mid-run)
+            using Scalar one = 1.0, beta1 = Beta1, oneMinusBeta1 = 1.0 - Beta1, beta2Value = Beta2, oneMinusBeta2 = 1.0 - Beta2,
+                minusLr = -lr, decayValue = 1.0 - lr * wd;
             long total = f.Parameters.NumberOfElements;
             for (long start = 0; start < total; start += ChunkElements)
             {
@@ -233,11 +238,11 @@ public sealed class FlatLion : TrainingOptimizer
                 var m = f.Momentum!.narrow(0, start, n);
                 var c = _scratch.narrow(0, 0, n);
                 if (skip is not null) grad.masked_fill_(skip, 0.0);                           // a non-finite gradient never reaches m or p
-                if (decay is not null) p.mul_(decay); else if (wd != 0) p.mul_(1.0 - lr * wd);
-                c.copy_(m).mul_(Beta1).add_(grad, alpha: 1.0 - Beta1).sign_();
-                if (stepSize is null) p.add_(c, alpha: -lr); else p.addcmul_(c, stepSize, value: 1.0);
-                if (beta2 is null) m.mul_(Beta2); else m.mul_(beta2);
-                m.add_(grad, alpha: 1.0 - Beta2);
+                if (decay is not null) p.mul_(decay); else if (wd != 0) p.mul_(decayValue);
+                c.copy_(m).mul_(beta1).add_(grad, alpha: oneMinusBeta1).sign_();
+                if (stepSize is null) p.add_(c, alpha: minusLr); else p.addcmul_(c, stepSize, value: one);
+                if (beta2 is null) m.mul_(beta2Value); else m.mul_(beta2);
+                m.add_(grad, alpha: oneMinusBeta2);
             }
             foreach (var (p, m, pSaved, mSaved) in skipped)
             {
