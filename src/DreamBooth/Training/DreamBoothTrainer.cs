@@ -548,8 +548,17 @@ public sealed class DreamBoothTrainer : IDisposable
         foreach (var (n, t) in _train.UNetMasters.Names.Zip(_train.UNetMasters.Masters)) targets["unet/" + n] = t;
         foreach (var (n, t) in _train.TextEncoderMasters.Names.Zip(_train.TextEncoderMasters.Masters)) targets["text_encoder/" + n] = t;
         if (_train.Ema is not null) foreach (var (k, t) in _train.Ema.StateTargets) targets[k] = t;
+        // so is the optimizer's state where it has one buffer to read into (the flat Lion's momentum)
+        var optimizerTargets = _train.Optimizer.StateTargets();
+        foreach (var (k, t) in optimizerTargets) targets["optimizer/" + k] = t;
         var read = new HashSet<string>(StringComparer.Ordinal);
-        var d = TensorStateFile.Load(statePath, name => targets.TryGetValue(name, out var t) && read.Add(name) ? t : null);
+        Dictionary<string, Tensor> d;
+        try { d = TensorStateFile.Load(statePath, name => targets.TryGetValue(name, out var t) && read.Add(name) ? t : null); }
+        catch
+        {
+            foreach (var t in optimizerTargets.Values) t.Dispose();
+            throw;
+        }
         try
         {
             CheckRead(read, "unet/", _train.UNetMasters, statePath);
@@ -559,7 +568,9 @@ public sealed class DreamBoothTrainer : IDisposable
             _batchInEpoch = (int)d["meta/batch_in_epoch"].item<long>();
             _train.Scaler.Restore(d["meta/loss_scale"].item<double>(), (int)d["meta/loss_scale_clean_steps"].item<long>());
             if (d["meta/te_frozen"].item<long>() == 1 && !_train.TextEncoderFrozen) _train.FreezeTextEncoder();
-            _train.Optimizer.LoadStateDict(d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value));
+            _train.Optimizer.LoadStateDict(
+                d.Where(kv => kv.Key.StartsWith("optimizer/", StringComparison.Ordinal)).ToDictionary(kv => kv.Key["optimizer/".Length..], kv => kv.Value),
+                read.Where(k => k.StartsWith("optimizer/", StringComparison.Ordinal)).Select(k => k["optimizer/".Length..]).ToHashSet(StringComparer.Ordinal));
             _train.Ema?.LoadStateDict(d, alreadyRead: read);
             _train.UNetMasters.CopyMastersToModel();
             _train.TextEncoderMasters.CopyMastersToModel();
@@ -569,6 +580,7 @@ public sealed class DreamBoothTrainer : IDisposable
         finally
         {
             foreach (var t in d.Values) t.Dispose();
+            foreach (var t in optimizerTargets.Values) t.Dispose();
         }
     }
 

@@ -164,9 +164,12 @@ public sealed record MemoryPlan
         if (cuda) Add("save: checkpoint tensors on the host", s * (nU + nT + nV), MemoryPlace.Host, MemoryPhase.Save, $"{config.SaveDtype} copies gathered for the file");
         else Add("save: checkpoint tensors", s * (nU + nT + nV), d, MemoryPhase.Save, $"{config.SaveDtype} copies gathered for the file");
 
-        // a resume: the optimizer state is read to the host, then copied into place (masters and EMA are read in place)
-        long optimizerState = Optimizers.TrainingOptimizer.StateBytesFor(config.Optimizer, trainedSizes);
-        Add("resume: optimizer state read", optimizerState, cuda ? MemoryPlace.Host : d, MemoryPhase.Resume, "the state file's optimizer tensors, before they are copied into place");
+        // a resume: masters and EMA are read in place, and so is the flat Lion's momentum; the per-tensor optimizers'
+        // state is read to the host, then copied into place
+        bool inPlace = Optimizers.TrainingOptimizer.ReadsStateInPlace(config.Optimizer);
+        long optimizerState = inPlace ? 0 : Optimizers.TrainingOptimizer.StateBytesFor(config.Optimizer, trainedSizes);
+        Add("resume: optimizer state read", optimizerState, cuda ? MemoryPlace.Host : d, MemoryPhase.Resume,
+            inPlace ? "none: the momentum is read straight into the flat buffer" : "the state file's optimizer tensors, before they are copied into place");
         if (cuda)
         {
             Add("host runtime (.NET + libtorch + CUDA)", 1_000_000_000, MemoryPlace.Host, MemoryPhase.Resident, "assumed ≈1 GB");

@@ -228,4 +228,48 @@ public class FlatLionConditionalStepTests
         var e = Assert.Throws<DreamBoothException>(() => flat.LoadStateDict(state));
         Assert.Contains("'unet' has parameters at different steps", e.Message);
     }
+
+    [Fact]
+    public void A_state_file_reads_the_momentum_straight_into_the_flat_buffer_and_a_group_it_lacks_stays_zero()
+    {
+        using var tmp = Infrastructure.TestPaths.NewTempDir();
+        var a = Params(5);
+        // the state of a run whose text encoder was frozen from the start: no text-encoder momentum in the file
+        using var trained = new FlatLion([new ParamGroup("unet", a, 1e-3, 0.1)]);
+        for (int step = 0; step < 3; step++) { SetGrads(a, step); trained.Step(); }
+        string file = tmp.File("state.bin");
+        var saved = trained.StateDict(copy: false);
+        TensorStateFile.Save(file, saved);
+        foreach (var t in saved.Values) t.Dispose();
+
+        var b = Params(5);
+        var teB = Params(6);
+        using var resumed = new FlatLion([new ParamGroup("unet", b, 1e-3, 0.1), new ParamGroup("text_encoder", teB, 1e-3, 0.1)]);
+        var targets = resumed.StateTargets();
+        Assert.Equal(2 * Shapes.Length, targets.Count);
+        var read = new HashSet<string>();
+        var rest = TensorStateFile.Load(file, name => targets.TryGetValue(name, out var t) && read.Add(name) ? t : null);
+        // nothing of the momentum came back as a tensor of its own: only the step counters
+        Assert.All(rest.Keys, k => Assert.EndsWith("/step", k));
+        Assert.Equal(Shapes.Length, read.Count);
+        resumed.LoadStateDict(rest, read);
+        foreach (var t in targets.Values.Concat(rest.Values)) t.Dispose();
+
+        var want = trained.StateDict();
+        var got = resumed.StateDict();
+        Assert.Equal(want.Keys.Order(), got.Keys.Order());
+        foreach (var (k, t) in want) Assert.True(t.BitEqual(got[k]), k);
+        // the text encoder's momentum, not in the file, stays zero: the same state and bytes as a plain load
+        using var plain = new FlatLion([new ParamGroup("unet", Params(5), 1e-3, 0.1), new ParamGroup("text_encoder", Params(6), 1e-3, 0.1)]);
+        plain.LoadStateDict(want);
+        Assert.Equal(plain.StateBytes, resumed.StateBytes);
+        var plainState = plain.StateDict();
+        Assert.Equal(plainState.Keys.Order(), got.Keys.Order());
+        foreach (var (k, t) in plainState) Assert.True(t.BitEqual(got[k]), k);
+
+        // and, from the same weights (the trainer restores the masters from the same file), the next steps go on bit for bit
+        using (torch.no_grad()) for (int i = 0; i < a.Count; i++) b[i].copy_(a[i]);
+        for (int step = 3; step < 5; step++) { SetGrads(a, step); SetGrads(b, step); trained.Step(); resumed.Step(); }
+        for (int i = 0; i < a.Count; i++) Assert.True(a[i].detach().BitEqual(b[i].detach()), $"param {i}");
+    }
 }

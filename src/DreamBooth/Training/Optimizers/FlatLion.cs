@@ -337,16 +337,48 @@ public sealed class FlatLion : TrainingOptimizer
     /// state does not hold starts at zero. A group's parameters must all carry one step count (the trainer steps a
     /// group's parameters together).
     /// </summary>
-    public override void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    public override void LoadStateDict(IReadOnlyDictionary<string, Tensor> state) => Load(state, alreadyRead: null);
+
+    /// <summary>
+    /// Views of the flat momentum (allocated here if need be, and zeroed), one per parameter shaped like it, keyed as
+    /// <see cref="StateDict"/>: a state file's momentum is read straight into them.
+    /// </summary>
+    public override Dictionary<string, Tensor> StateTargets()
+    {
+        using var noGrad = torch.no_grad();
+        var d = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var f in _flat)
+        {
+            if (f.Momentum is null) f.Momentum = torch.zeros(f.Parameters.NumberOfElements, ScalarType.Float32, f.Device).DetachFromDisposeScope();
+            else f.Momentum.zero_();
+            for (int i = 0; i < f.Sizes.Length; i++)
+            {
+                using var view = f.Momentum.narrow(0, f.Offsets[i], f.Sizes[i]);
+                d[$"{f.Group.Name}/{i}/exp_avg"] = view.view(f.Group.Params[i].shape);
+            }
+        }
+        return d;
+    }
+
+    /// <summary>Loads after <see cref="StateTargets"/> took the momentum named in <paramref name="alreadyRead"/>; the rest of it stays zero.</summary>
+    public override void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, IReadOnlySet<string> alreadyRead) => Load(state, alreadyRead);
+
+    void Load(IReadOnlyDictionary<string, Tensor> state, IReadOnlySet<string>? alreadyRead)
     {
         using var noGrad = torch.no_grad();
         foreach (var f in _flat)
         {
             f.Steps = 0;
             f.CountedLastStep = false;
-            f.Momentum?.zero_();
+            if (alreadyRead is null) f.Momentum?.zero_();   // with targets, StateTargets zeroed it before the read
         }
         var steps = new Dictionary<int, long>();
+        foreach (var key in alreadyRead ?? Enumerable.Empty<string>())
+        {
+            var parts = key.Split('/');
+            if (parts.Length != 3 || parts[2] != "exp_avg" || !_flat.Any(f => f.Group.Name == parts[0]))
+                throw new DreamBoothException($"optimizer state: '{key}' was read as momentum but names none");
+        }
         foreach (var (key, t) in state)
         {
             var parts = key.Split('/');

@@ -130,6 +130,9 @@ public abstract class TrainingOptimizer : IDisposable
         _ => throw new DreamBoothException($"optimizer = \"{name}\" is not one of: {string.Join(", ", TrainingConfig.Optimizers)}"),
     };
 
+    /// <summary>True when <see cref="Create"/> makes an optimizer whose state a resume reads straight into place (<see cref="StateTargets"/>).</summary>
+    public static bool ReadsStateInPlace(string name) => name == "lion";
+
     /// <summary>Bytes held by optimizer state (for memory reports and the 8-bit test).</summary>
     public abstract long StateBytes { get; }
 
@@ -142,6 +145,24 @@ public abstract class TrainingOptimizer : IDisposable
 
     /// <summary>Replaces the state with <paramref name="state"/> (keys from <see cref="StateDict"/> of any implementation of the same algorithm).</summary>
     public abstract void LoadStateDict(IReadOnlyDictionary<string, Tensor> state);
+
+    /// <summary>
+    /// Where a state file may be read straight into the optimizer's own state (keys as <see cref="StateDict"/>): handles to
+    /// that state, reset to zero here, so a resume holds it once instead of once in the file's copy and once in place.
+    /// Empty for optimizers that allocate their state per tensor as they load it. The caller disposes the handles.
+    /// </summary>
+    public virtual Dictionary<string, Tensor> StateTargets() => new();
+
+    /// <summary>
+    /// <see cref="LoadStateDict(IReadOnlyDictionary{string, Tensor})"/> after the tensors named in <paramref name="alreadyRead"/>
+    /// were read into <see cref="StateTargets"/>: <paramref name="state"/> holds the rest (step counters, and any slot
+    /// the targets did not take).
+    /// </summary>
+    public virtual void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, IReadOnlySet<string> alreadyRead)
+    {
+        if (alreadyRead.Count > 0) throw new InvalidOperationException($"{GetType().Name} has no state targets, yet {alreadyRead.Count} tensors were read into them");
+        LoadStateDict(state);
+    }
 
     public void Dispose()
     {
