@@ -218,7 +218,8 @@ public class BenchCommandTests
     public async Task Bench_recipe_run_tiny_trains_kills_resumes_and_passes_every_check()
     {
         using var dir = TestPaths.NewTempDir();
-        var (code, stdout, err) = await CliTests.Run("bench", "recipe-run", "--tiny", "--device", "cpu", "--dir", dir.Path);
+        // 4 epochs: the kill lands in step 6 of 16, leaving the watch 10 steps to see step 5 on a busy machine
+        var (code, stdout, err) = await CliTests.Run("bench", "recipe-run", "--tiny", "--device", "cpu", "--epochs", "4", "--dir", dir.Path);
         Assert.True(code == 0, err + stdout);
         var lines = Lines(stdout);
         var summary = lines[^1];

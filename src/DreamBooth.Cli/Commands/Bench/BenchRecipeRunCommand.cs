@@ -260,27 +260,34 @@ public sealed class BenchRecipeRunCommand : IBenchSubcommand
         proc.BeginErrorReadLine();
         bool killed = false;
         string? at = null;
-        try
+        if (killAfterStep is int k)
         {
-            while (!proc.HasExited)
+            // the watch runs on a thread of its own: a thread-pool continuation can wait seconds on a busy machine (the
+            // test suite), long enough for a small run to finish before the kill (seen once in CI)
+            var watch = new Thread(() =>
             {
-                ct.ThrowIfCancellationRequested();
-                if (killAfterStep is int k && LastStep(memoryLog, proc.Id) >= k)
+                while (!proc.HasExited && !ct.IsCancellationRequested)
                 {
-                    proc.Kill();   // SIGKILL on Unix: no handler runs, nothing is flushed
-                    killed = true;
-                    at = $"in step {k + 1}, {DateTime.UtcNow:O}";
-                    break;
+                    if (LastStep(memoryLog, proc.Id) >= k)
+                    {
+                        try { proc.Kill(); }   // SIGKILL on Unix: no handler runs, nothing is flushed
+                        catch (InvalidOperationException) { return; }   // it ended on its own just now
+                        killed = true;
+                        at = $"in step {k + 1}, {DateTime.UtcNow:O}";
+                        return;
+                    }
+                    Thread.Sleep(10);
                 }
-                await Task.Delay(killAfterStep is null ? 500 : 20, ct);
-            }
+            }) { IsBackground = true, Name = "recipe-run kill watch" };
+            watch.Start();
+            await Task.Run(watch.Join, CancellationToken.None);
         }
+        try { await proc.WaitForExitAsync(ct); }
         catch (OperationCanceledException)
         {
             proc.Kill();
             throw;
         }
-        await proc.WaitForExitAsync(CancellationToken.None);
         lock (output) File.AppendAllText(log, output.ToString());
         if (!killed && proc.ExitCode != 0)
             throw new InvalidOperationException($"dreambooth {string.Join(' ', args)} exited with {proc.ExitCode}; see {log}:\n{Tail(output.ToString(), 20)}");
