@@ -19,18 +19,9 @@ namespace DreamBooth.Tests.Checkpoints;
 /// </summary>
 public class LoadingTests
 {
-    static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(TestPaths.ClipBpeGz));
+    static ModelLoadOptions TinyOptions => TinyModel.LoadOptions;
 
-    static ModelLoadOptions TinyOptions => new()
-    {
-        Tokenizer = Tokenizer.Value,
-        TextEncoderConfig = CLIPTextConfig.Tiny,
-        UNetConfig = UNet2DConditionConfig.Tiny,
-        VaeConfig = AutoencoderKLConfig.Tiny,
-    };
-
-    static StableDiffusionModel Tiny(long seed = 1) =>
-        StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+    static StableDiffusionModel Tiny(long seed = 1) => TinyModel.Create(seed);
 
     static IEnumerable<(string Name, Parameter P)> Parameters(StableDiffusionModel m) =>
         m.TextEncoder.named_parameters().Select(p => ("te." + p.name, p.parameter))
@@ -182,7 +173,7 @@ public class LoadingTests
         var text = CLIPTextConfig.Tiny with { HiddenSize = 768, NumAttentionHeads = 12, ProjectionDim = 768 };
         var folder = dir.File("mid");
         Directory.CreateDirectory(folder);
-        using (var model = StableDiffusionModel.CreateRandom(text, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed: 2))
+        using (var model = StableDiffusionModel.CreateRandom(text, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, TinyModel.Tokenizer, seed: 2))
         {
             model.SaveSingleFile(Path.Combine(folder, "mid.safetensors"), ScalarType.Float32);
             model.WriteSidecar(folder);

@@ -12,19 +12,11 @@ namespace DreamBooth.Tests.Checkpoints;
 
 public class StableDiffusionModelTests
 {
-    static readonly Lazy<ClipTokenizer> Tokenizer = new(() => ClipTokenizer.FromBpeGz(BpeGz));
     static string BpeGz => TestPaths.ClipBpeGz;
 
-    static ModelLoadOptions TinyOptions => new()
-    {
-        Tokenizer = Tokenizer.Value,
-        TextEncoderConfig = CLIPTextConfig.Tiny,
-        UNetConfig = UNet2DConditionConfig.Tiny,
-        VaeConfig = AutoencoderKLConfig.Tiny,
-    };
+    static ModelLoadOptions TinyOptions => TinyModel.LoadOptions;
 
-    static StableDiffusionModel Tiny(long seed = 1) =>
-        StableDiffusionModel.CreateRandom(CLIPTextConfig.Tiny, UNet2DConditionConfig.Tiny, AutoencoderKLConfig.Tiny, Tokenizer.Value, seed);
+    static StableDiffusionModel Tiny(long seed = 1) => TinyModel.Create(seed);
 
     static Dictionary<string, Tensor> All(StableDiffusionModel m) =>
         m.UNet.state_dict().Select(kv => ("unet." + kv.Key, kv.Value))
